@@ -1,0 +1,95 @@
+"""Checkpoints: weights as safetensors, everything else in a JSON beside them (never a pickle).
+
+    save_checkpoint(model, "cache/digits_standard.safetensors", meta)
+    model = load_checkpoint("cache/digits_standard.safetensors")    # eval mode, frozen, [0,1] -> logits
+
+The JSON (`X.json` next to `X.safetensors`) holds arch, num_classes, in_channels, width,
+feature_dim, mean, std, the resolved training recipe and the measured test accuracy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from advgen.models.nets import Classifier, build_classifier
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+ARCH_KEYS = ("arch", "num_classes", "in_channels", "width", "feature_dim", "mean", "std")
+
+
+def meta_path(path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def sha256_file(path, chunk=1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_checkpoint(model: Classifier, path, meta: dict):
+    """Write weights then JSON, each atomically (tmp + rename), so a crash never leaves a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    missing = [k for k in ARCH_KEYS if k not in meta]
+    if missing:
+        raise ValueError(f"checkpoint meta lacks {missing}")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt", "arch": meta["arch"]})
+    tmp.replace(path)
+    meta = dict(meta, sha256=sha256_file(path))
+    jtmp = meta_path(path).with_name(meta_path(path).name + ".tmp")
+    jtmp.write_text(json.dumps(meta, indent=2))
+    jtmp.replace(meta_path(path))
+
+
+def read_meta(path) -> dict:
+    mp = meta_path(path)
+    if not mp.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} has no {mp.name} beside it; "
+                              "convert it with `advgen convert-checkpoint SRC DST`")
+    return json.loads(mp.read_text())
+
+
+def build_from_meta(meta: dict) -> Classifier:
+    return build_classifier(meta["arch"], meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"],
+                            meta.get("width", 32), meta.get("feature_dim", 64))
+
+
+def freeze(model: torch.nn.Module) -> torch.nn.Module:
+    """Eval mode (BN uses running stats) and no parameter gradients: attacks only need d/dx."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def load_checkpoint(path, device="cpu") -> Classifier:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"checkpoint {str(path)!r} is not .safetensors; "
+                              "convert it with `advgen convert-checkpoint SRC DST`")
+    meta = read_meta(path)
+    model = build_from_meta(meta)
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt ({e}); retrain or re-download it") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not match arch {meta['arch']!r}: "
+                              f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return freeze(model.to(device))

@@ -1,0 +1,191 @@
+"""Labelled uint8 images with their source index, from four kinds of source.
+
+    src = load_source(SourceConfig(kind="digits"), split="train")
+    x = src.images(torch.arange(8))   # uint8 [8, 1, 8, 8]
+    src.labels[:8], src.indices[:8], src.class_names
+
+Kinds:
+- hf:          any Hugging Face dataset by hub id (e.g. "uoft-cs/cifar10") or local directory, through
+               `datasets.load_dataset`; image and label columns are configurable.
+- digits:      scikit-learn's 8x8 digits (ships with scikit-learn, no download). Pixels 0..16 are
+               scaled to 0..255 by rounding. Fixed split: stratified 70/30 with
+               `train_test_split(random_state=0)` -> 1,257 train / 540 test images.
+- imagefolder: torchvision ImageFolder, optionally resized, with an optional grouping of class
+               indices into super-classes (Restricted ImageNet's nine ranges, PAPER_NOTES).
+- synthetic:   seeded class-dependent blobs for tests of the machinery (not a paper dataset).
+
+`indices` are positions in the chosen split (before `limit`), so every generated sample points back
+at the image it was made from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from advgen.recipe import RecipeError, SourceConfig
+
+DIGITS_SPLIT_SEED = 0      # train_test_split(random_state=0, stratify=y, test_size=0.3)
+DIGITS_TEST_FRACTION = 0.3
+
+
+@dataclass
+class Source:
+    labels: torch.Tensor            # int64 [N]
+    indices: torch.Tensor           # int64 [N], position in the original split
+    class_names: list[str]
+    shape: tuple[int, int, int]     # C, H, W
+    _images: Optional[torch.Tensor] = None                  # uint8 [N, C, H, W] when held in memory
+    _loader: Optional[Callable[[np.ndarray], torch.Tensor]] = None  # lazy: positions -> uint8 batch
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def images(self, positions) -> torch.Tensor:
+        """uint8 [B, C, H, W] for positions 0..N-1 of this source (not source indices)."""
+        if self._images is not None:
+            return self._images[positions]
+        return self._loader(np.asarray(positions))
+
+    def all_images(self) -> torch.Tensor:
+        return self.images(torch.arange(len(self)))
+
+
+def load_source(cfg: SourceConfig, split: Optional[str] = None) -> Source:
+    split = split or cfg.split
+    loader = {"hf": _load_hf, "digits": _load_digits, "imagefolder": _load_imagefolder,
+              "synthetic": _load_synthetic}[cfg.kind]
+    src = loader(cfg, split)
+    if cfg.limit is not None and cfg.limit < len(src):
+        n = cfg.limit
+        src = Source(labels=src.labels[:n], indices=src.indices[:n], class_names=src.class_names,
+                     shape=src.shape,
+                     _images=None if src._images is None else src._images[:n], _loader=src._loader)
+    return src
+
+
+def _to_chw(arr: np.ndarray) -> np.ndarray:
+    if arr.ndim == 3:           # N, H, W -> grey
+        arr = arr[:, None]
+    elif arr.ndim == 4 and arr.shape[-1] in (1, 3, 4):
+        arr = arr.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(arr[:, :3])
+
+
+def _load_hf(cfg: SourceConfig, split: str) -> Source:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(cfg.path, cfg.name, split=split)
+    except (FileNotFoundError, ValueError) as e:
+        raise RecipeError(f"source.path: cannot load {cfg.path!r} split {split!r}: {e}") from None
+    for col in (cfg.image_column, cfg.label_column):
+        if col not in ds.column_names:
+            raise RecipeError(f"source: column {col!r} not in {cfg.path!r} (columns: {', '.join(ds.column_names)}); "
+                              "set source.image_column / source.label_column")
+    if cfg.limit is not None:
+        ds = ds.select(range(min(cfg.limit, len(ds))))
+    feat = ds.features[cfg.label_column]
+    labels = np.asarray(ds[cfg.label_column], dtype=np.int64)
+    names = list(feat.names) if hasattr(feat, "names") else [str(i) for i in range(int(labels.max()) + 1)]
+    # Decode in chunks: numpy formatting of an Image column decodes to HWC uint8 arrays.
+    images = []
+    fmt = ds.select_columns([cfg.image_column]).with_format("numpy")
+    for start in range(0, len(ds), 5000):
+        batch = fmt[start:start + 5000][cfg.image_column]
+        if isinstance(batch, np.ndarray) and batch.dtype != object:
+            images.append(_to_chw(batch))
+        else:  # images of different sizes or modes come back as an object array
+            raise RecipeError(f"source: images in {cfg.path!r} differ in size or mode; resize them first "
+                              "or use kind 'imagefolder' with image_size")
+    arr = np.concatenate(images) if images else np.zeros((0, 3, 1, 1), np.uint8)
+    return Source(labels=torch.from_numpy(labels), indices=torch.arange(len(labels)), class_names=names,
+                  shape=tuple(arr.shape[1:]), _images=torch.from_numpy(arr))
+
+
+def digits_split():
+    """The fixed digits split: (x_train, y_train, idx_train, x_test, y_test, idx_test); x uint8 [N,1,8,8]."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    idx = np.arange(len(x))
+    i_tr, i_te = train_test_split(idx, test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED,
+                                  stratify=d.target)
+    return x[i_tr], d.target[i_tr], i_tr, x[i_te], d.target[i_te], i_te
+
+
+def _load_digits(cfg: SourceConfig, split: str) -> Source:
+    x_tr, y_tr, _, x_te, y_te, _ = digits_split()
+    if split not in ("train", "test"):
+        raise RecipeError(f"source.split: digits has splits 'train' and 'test', got {split!r}")
+    x, y = (x_tr, y_tr) if split == "train" else (x_te, y_te)
+    return Source(labels=torch.from_numpy(y.astype(np.int64)), indices=torch.arange(len(y)),
+                  class_names=[str(i) for i in range(10)], shape=(1, 8, 8), _images=torch.from_numpy(x))
+
+
+def _load_imagefolder(cfg: SourceConfig, split: str) -> Source:
+    import os
+
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    root = os.path.join(cfg.path, split) if os.path.isdir(os.path.join(cfg.path, split)) else cfg.path
+    folder = ImageFolder(root)
+    targets = np.asarray(folder.targets, dtype=np.int64)
+    positions = np.arange(len(targets))
+    names = list(folder.classes)
+    if cfg.class_groups:
+        group_of = np.full(len(folder.classes), -1, dtype=np.int64)
+        for g, ranges in enumerate(cfg.class_groups.values()):
+            for lo, hi in ranges:
+                if hi >= len(folder.classes):
+                    raise RecipeError(f"source.class_groups: range {[lo, hi]} goes past the "
+                                      f"{len(folder.classes)} classes in {root!r}")
+                group_of[lo:hi + 1] = g
+        keep = group_of[targets] >= 0
+        positions, targets = positions[keep], group_of[targets[keep]]
+        names = list(cfg.class_groups)
+    size = cfg.image_size
+
+    def load(pos: np.ndarray) -> torch.Tensor:
+        out = []
+        for p in pos:
+            img = Image.open(folder.samples[positions[p]][0]).convert("RGB")
+            if size is not None:
+                w, h = img.size
+                s = size / min(w, h)
+                img = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR)
+                w, h = img.size
+                left, top = (w - size) // 2, (h - size) // 2
+                img = img.crop((left, top, left + size, top + size))
+            out.append(torch.from_numpy(np.asarray(img).transpose(2, 0, 1).copy()))
+        shapes = {t.shape for t in out}
+        if len(shapes) > 1:
+            raise RecipeError(f"source: images in {root!r} differ in size; set source.image_size")
+        return torch.stack(out) if out else torch.zeros((0, 3, 1, 1), dtype=torch.uint8)
+
+    shape = tuple(load(np.array([0]))[0].shape) if len(targets) else (3, 1, 1)
+    return Source(labels=torch.from_numpy(targets), indices=torch.from_numpy(positions), class_names=names,
+                  shape=shape, _loader=load)
+
+
+def _load_synthetic(cfg: SourceConfig, split: str) -> Source:
+    """Each class has a fixed random template; samples are template + noise, clipped to uint8."""
+    c, h, w = cfg.shape
+    g = torch.Generator().manual_seed(1234)
+    templates = torch.rand(cfg.num_classes, c, h, w, generator=g)
+    g.manual_seed({"train": 1, "test": 2}.get(split, 3))
+    y = torch.randint(cfg.num_classes, (cfg.num_samples,), generator=g)
+    x = (templates[y] * 0.6 + 0.4 * torch.rand(cfg.num_samples, c, h, w, generator=g)) * 255
+    return Source(labels=y, indices=torch.arange(cfg.num_samples), shape=(c, h, w),
+                  class_names=[f"class{i}" for i in range(cfg.num_classes)],
+                  _images=x.round().clamp(0, 255).to(torch.uint8))
