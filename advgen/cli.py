@@ -1,55 +1,42 @@
-"""The `advgen` console script: one sub-command per stage.
+"""The `advgen` console script: one sub-command per stage, each a module with `main(argv) -> int`.
 
     advgen train recipes/digits_standard.yaml
     advgen generate recipes/digits_det.yaml [KEY=VALUE ...] [--overwrite]
+    advgen convert-checkpoint SRC DST
+    advgen verify recipes/verify_digits_det.yaml
+    advgen report  |  advgen card OUT...  |  advgen publish OUT... --repo-id ID  |  advgen bench ...
 """
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import sys
 
-
-def _train(argv) -> int:
-    from advgen.models.checkpoint import CheckpointError
-    from advgen.models.train import train_model
-    from advgen.recipe import RecipeError, TrainRecipe, load_recipe
-
-    p = argparse.ArgumentParser(prog="advgen train", description="Train a source model from a recipe.")
-    p.add_argument("recipe")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=5")
-    args = p.parse_args(argv)
-    try:
-        train_model(load_recipe(args.recipe, TrainRecipe, args.overrides))
-    except (RecipeError, CheckpointError) as e:
-        print(f"advgen train: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _generate(argv) -> int:
-    from advgen.generate import main
-
-    return main(argv)
-
-
 COMMANDS = {
-    "train": (_train, "train a source model (standard or adversarial) and write a checkpoint"),
-    "generate": (_generate, "generate a dataset (also: accelerate launch advgen/generate.py RECIPE)"),
+    "train": ("advgen.models.train", "train a source model (standard or adversarial) and write a checkpoint"),
+    "generate": ("advgen.generate", "generate a dataset (also: accelerate launch advgen/generate.py RECIPE)"),
+    "convert-checkpoint": ("advgen.models.convert", "convert a plain/robustness-library checkpoint to safetensors+JSON"),
+    "verify": ("advgen.verify", "train a fresh model on a generated set, evaluate on the original test set"),
+    "report": ("advgen.report", "rebuild the README results table from verification reports"),
+    "card": ("advgen.cards", "render the dataset card of one or more outputs, without uploading"),
+    "publish": ("advgen.publish", "publish outputs as one multi-config dataset repo on the Hub"),
+    "bench": ("advgen.bench", "time the attack against the bare loop and torchattacks"),
 }
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: advgen COMMAND [ARGS]\n\ncommands:")
+        print("usage: advgen COMMAND [ARGS]   (advgen COMMAND -h for its options)\n\ncommands:")
         for name, (_, help_) in COMMANDS.items():
             print(f"  {name:<20} {help_}")
         if argv and argv[0] not in ("-h", "--help"):
-            print(f"\nadvgen: error: unknown command {argv[0]!r}", file=sys.stderr)
+            print(f"\nadvgen: error: unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}",
+                  file=sys.stderr)
             return 2
         return 0
-    return COMMANDS[argv[0]][0](argv[1:])
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return module.main(argv[1:])
 
 
 if __name__ == "__main__":

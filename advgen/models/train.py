@@ -184,3 +184,23 @@ def train_model(recipe: TrainRecipe) -> dict:
              if "robust_acc" in metrics else "")
           + f" ({metrics['seconds']:.1f} s) -> {recipe.checkpoint}")
     return json.loads(json.dumps(meta))
+
+
+def main(argv=None) -> int:
+    """`advgen train RECIPE [KEY=VALUE ...]`."""
+    import argparse
+    import sys
+
+    from advgen.models.checkpoint import CheckpointError
+    from advgen.recipe import RecipeError, load_recipe
+
+    p = argparse.ArgumentParser(prog="advgen train", description="Train a source model from a recipe.")
+    p.add_argument("recipe", help="training recipe YAML (recipes/*_standard.yaml, *_robust_model.yaml)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=5")
+    args = p.parse_args(argv)
+    try:
+        train_model(load_recipe(args.recipe, TrainRecipe, args.overrides))
+    except (RecipeError, CheckpointError) as e:
+        print(f"advgen train: error: {e}", file=sys.stderr)
+        return 2
+    return 0
