@@ -32,6 +32,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from advgen.attacks.inversion import draw_x0, invert, relative_distance
 from advgen.attacks.pgd import choose_targets, targeted_pgd
 from advgen.models import load_checkpoint, resolve_checkpoint, sha256_file
 from advgen.models.checkpoint import CheckpointError, read_meta
@@ -113,6 +114,8 @@ def prepare_output(out: Path, recipe: GenerateRecipe, overwrite: bool):
 class TargetedJob:
     """D̂rand / D̂det: targeted PGD towards t, stored with label t (Section 3.2)."""
 
+    static_meta: dict = {}
+
     def __init__(self, recipe: GenerateRecipe, model, source: Source, device, dtype):
         self.r, self.model, self.source, self.device, self.dtype = recipe, model, source, device, dtype
 
@@ -137,7 +140,45 @@ class TargetedJob:
                 "success": pred == new_label}
 
 
-JOBS = {"pgd": TargetedJob}
+class InversionJob:
+    """D̂R / D̂NR: invert the source model's penultimate features of x from x0, stored with label y (Section 3.1)."""
+
+    def __init__(self, recipe: GenerateRecipe, model, source: Source, device, dtype):
+        self.r, self.model, self.source, self.device, self.dtype = recipe, model, source, device, dtype
+        self.static_meta = {"x0_index": "noise"} if recipe.attack.x0 == "noise" else {}
+
+    def plan(self, positions: torch.Tensor, g: torch.Generator) -> dict:
+        if self.r.attack.x0 == "noise":
+            c, h, w = self.source.shape
+            return {"x0_noise": torch.rand((len(positions), c, h, w), generator=g)}
+        return {"x0_pos": draw_x0(positions, len(self.source), g)}
+
+    def run(self, x, y, plan):
+        a = self.r.attack
+        if "x0_pos" in plan:
+            x0 = self.source.images(plan["x0_pos"]).to(self.device).float() / 255.0
+        else:
+            x0 = plan["x0_noise"].to(self.device)
+        if self.r.channels_last:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        x_r, loss = invert(self.model, x, x0, steps=a.steps, step_size=a.step_size, normalize_loss=a.normalize_loss,
+                           keep_best=a.keep_best, autocast_dtype=self.dtype)
+        extras = {"loss": loss, "rel_dist_init": relative_distance(self.model, x0, x)}
+        if "x0_pos" in plan:
+            extras["x0_index"] = self.source.indices[plan["x0_pos"]]
+        return x_r, y, extras
+
+    @torch.no_grad()
+    def describe(self, x_stored, x, y, new_label, extras) -> dict:
+        info = {"loss": extras["loss"], "rel_dist_init": extras["rel_dist_init"],
+                "rel_dist_final": relative_distance(self.model, x_stored, x),
+                "l2_to_source": (x_stored - x).flatten(1).norm(dim=1)}
+        if "x0_index" in extras:
+            info["x0_index"] = extras["x0_index"]
+        return info
+
+
+JOBS = {"pgd": TargetedJob, "inversion": InversionJob}
 
 
 def run_shard(job, recipe: GenerateRecipe, source: Source, shard: int, start: int, stop: int, device, bar):
@@ -171,15 +212,16 @@ def run_shard(job, recipe: GenerateRecipe, source: Source, shard: int, start: in
                     "label": int(new_label[j])}
             for k, v in info.items():
                 meta[k] = bool(v[j]) if v.dtype == torch.bool else (float(v[j]) if v.is_floating_point() else int(v[j]))
+            meta.update(job.static_meta)
             samples.append(Sample(source_index=meta["source_index"], label=meta["label"], image=x_q_u8[j],
                                   meta=meta, float_image=None if x_float is None else x_float[j]))
-            for k, v in meta.items():
-                if k in info and not isinstance(v, str):
-                    meta_cols.setdefault(k, []).append(float(v))
+        for k, v in info.items():        # measurements (not ids) are summed into the shard's stats
+            if v.is_floating_point() or v.dtype == torch.bool:
+                meta_cols.setdefault(k, []).append(v.double())
         if bar is not None:
             bar.update(len(pos))
     # Sums in sample order: the same numbers whatever process wrote the shard.
-    stats = {k: float(np.sum(np.asarray(v, dtype=np.float64))) for k, v in meta_cols.items()}
+    stats = {k: float(torch.cat(v).sum()) for k, v in meta_cols.items()}
     return samples, stats, seconds
 
 

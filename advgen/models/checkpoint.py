@@ -2,6 +2,7 @@
 
     save_checkpoint(model, "cache/digits_standard.safetensors", meta)
     model = load_checkpoint("cache/digits_standard.safetensors")    # eval mode, frozen, [0,1] -> logits
+    model = load_checkpoint("robustness_cifar_l2_0_5.pt")           # torch files: advgen.models.convert
 
 The JSON (`X.json` next to `X.safetensors`) holds arch, num_classes, in_channels, width,
 feature_dim, mean, std, the resolved training recipe and the measured test accuracy.
@@ -23,6 +24,7 @@ class CheckpointError(ValueError):
     pass
 
 
+ARCHS = ("small_cnn", "resnet18", "resnet50")
 ARCH_KEYS = ("arch", "num_classes", "in_channels", "width", "feature_dim", "mean", "std")
 
 
@@ -75,14 +77,28 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def load_checkpoint(path, device="cpu") -> Classifier:
+def load_checkpoint(path, arch=None, device="cpu") -> Classifier:
+    """Eval-mode, frozen Classifier from X.safetensors + X.json, or from a PyTorch file (.pt/.pth/.ckpt/...).
+
+    PyTorch files (robustness-library, Classifier or bare-net state dicts) are read by
+    advgen.models.convert with torch.load(weights_only=True); `arch`, if given, must match the file.
+    """
     path = Path(path)
+    if arch is not None and arch not in ARCHS:   # also catches a device passed positionally
+        raise CheckpointError(f"unknown arch {arch!r}; choose {', '.join(ARCHS)}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     if path.suffix != ".safetensors":
-        raise CheckpointError(f"checkpoint {str(path)!r} is not .safetensors; "
-                              "convert it with `advgen convert-checkpoint SRC DST`")
+        # robustness saves `checkpoint.pt.best`, so any other suffix is tried as a torch file;
+        # lazy import: convert imports this module
+        from advgen.models.convert import load_torch_checkpoint
+
+        model, _ = load_torch_checkpoint(path, arch=arch)
+        return freeze(model.to(device))
     meta = read_meta(path)
+    if arch is not None and meta["arch"] != arch:
+        raise CheckpointError(f"checkpoint {str(path)!r} holds {meta['arch']} weights, not the requested "
+                              f"arch {arch!r}")
     model = build_from_meta(meta)
     try:
         state = load_file(str(path))

@@ -1,0 +1,84 @@
+"""The airbench fast CIFAR-10 verifier: interface, whitening init, a CPU smoke run, and the GPU claim."""
+
+import time
+
+import pytest
+import torch
+
+from tests.conftest import CIFAR
+from advgen.models.airbench import AirbenchConfig, AirbenchNet, init_whitening, train_airbench, tta_logits
+from advgen.models.nets import CIFAR_MEAN, CIFAR_STD, Classifier
+from advgen.models.train import accuracy
+from advgen.recipe import AugmentConfig, SourceConfig, TrainConfig
+
+# airbench94's published hyper-parameters (lr and weight decay per 1,024 examples of a summed loss)
+AIRBENCH94 = dict(batch_size=1024, lr=11.5, momentum=0.85, weight_decay=0.0153,
+                  augment=AugmentConfig(flip=True, crop_padding=2))
+
+
+def test_interface_matches_the_other_nets():
+    torch.manual_seed(0)
+    net = AirbenchNet(3, 10, width=8)
+    model = Classifier(net, CIFAR_MEAN, CIFAR_STD)
+    x = torch.rand(5, 3, 32, 32)
+    f, logits = model.features_and_logits(x)
+    assert f.shape == (5, 32) and logits.shape == (5, 10)
+    assert torch.allclose(model(x), logits) and torch.allclose(net.head(f), logits)
+    assert not net.whiten.weight.requires_grad and not net.block1.norm1.weight.requires_grad
+    assert net.block1.norm1.bias.requires_grad
+
+
+def test_whitening_init_whitens_2x2_patches():
+    torch.manual_seed(0)
+    mix = torch.tensor([[1.0, 0.8, 0.6], [0.0, 0.5, 0.3], [0.0, 0.0, 0.2]])   # correlated channels
+    x = torch.einsum("ij,njhw->nihw", mix, torch.randn(64, 3, 16, 16))
+    net = AirbenchNet(3, 10, width=8)
+    init_whitening(net, x, eps=0.0)
+    half = net.whiten.weight.shape[0] // 2
+    out = torch.nn.functional.conv2d(x, net.whiten.weight[:half])                # bias-free responses
+    cov = torch.einsum("nchw,ndhw->cd", out, out) / (out.shape[0] * out.shape[2] * out.shape[3])
+    assert torch.allclose(cov, torch.eye(half), atol=0.05)
+    assert torch.equal(net.whiten.weight[half:], -net.whiten.weight[:half])
+
+
+def test_trains_on_a_cpu_cifar_subset_to_well_above_chance():
+    """1,000 training images, 4 epochs, width 16: 27.6% on 1,000 test images (chance 10%); ~10-20 s on 2 cores."""
+    from advgen.sources import load_source
+
+    train = load_source(SourceConfig(kind="hf", path=str(CIFAR), limit=1000), "train")
+    test = load_source(SourceConfig(kind="hf", path=str(CIFAR), limit=1000), "test")
+    torch.manual_seed(0)
+    model = Classifier(AirbenchNet(3, 10, width=16), CIFAR_MEAN, CIFAR_STD)
+    cfg = TrainConfig(epochs=4, **dict(AIRBENCH94, batch_size=128))
+    losses = train_airbench(model, train.all_images(), train.labels, cfg, AirbenchConfig(), seed=0,
+                            device=torch.device("cpu"))
+    assert losses[-1] < losses[0]
+    model.eval()
+    acc = accuracy(model, test.all_images(), test.labels)
+    assert acc > 0.2, acc
+    x = test.all_images()[:200].float() / 255
+    assert tta_logits(model, x).shape == (200, 10)
+
+
+@pytest.mark.gpu
+def test_reaches_93_percent_in_well_under_a_minute_on_a_gpu():
+    """The verifier's claim: >= 93% clean CIFAR-10 test accuracy (no TTA) in < 60 s of training on one GPU."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from advgen.sources import load_source
+
+    train = load_source(SourceConfig(kind="hf", path=str(CIFAR)), "train")
+    test = load_source(SourceConfig(kind="hf", path=str(CIFAR)), "test")
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    model = Classifier(AirbenchNet(3, 10, width=64), CIFAR_MEAN, CIFAR_STD).to(dev)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    train_airbench(model, train.all_images(), train.labels, TrainConfig(epochs=12, **AIRBENCH94), AirbenchConfig(),
+                   seed=0, device=dev)
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    model.eval()
+    acc = accuracy(model, test.all_images(), test.labels)
+    print(f"airbench: {acc:.4f} clean test accuracy in {seconds:.1f} s")
+    assert acc >= 0.93 and seconds < 60, (acc, seconds)
