@@ -88,7 +88,7 @@ class SourceConfig:
 class ModelConfig:
     """A classifier architecture (advgen.models.nets)."""
 
-    arch: Literal["small_cnn", "resnet18", "resnet50"] = "resnet18"
+    arch: Literal["small_cnn", "resnet18", "resnet50", "airbench"] = "resnet18"
     width: int = 32                # small_cnn: channels of the first conv
     feature_dim: int = 64          # small_cnn: width of the penultimate layer (g for inversion)
     # Normalisation inside the model; null = per-channel mean/std of the training split.

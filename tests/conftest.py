@@ -9,6 +9,11 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# One intra-op thread in the test process: on 2 shared cores, torch's 2 threads thrash (measured:
+# a 5 s training fixture took 88 s under load). Subprocesses (accelerate launch) keep their defaults.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -17,7 +22,7 @@ CIFAR = SHARED / "data" / "cifar10"
 
 def run(cmd, timeout=600, check=True, **kw) -> subprocess.CompletedProcess:
     """Run a real command (console script, accelerate launch) from the repo root; show its output on failure."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_DISABLE="1", OMP_NUM_THREADS="1")
     env.update(kw.pop("env", {}))
     p = subprocess.run([str(c) for c in cmd], cwd=kw.pop("cwd", REPO), capture_output=True, text=True,
                        timeout=timeout, env=env, **kw)

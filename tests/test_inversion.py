@@ -91,10 +91,10 @@ def test_adversarial_training_raises_robust_accuracy(tmp_path):
     from advgen.recipe import TrainRecipe, from_dict
 
     def recipe(adversarial, name):
-        train = {"epochs": 6, "batch_size": 64, "optimizer": "adam", "lr": 0.003, "weight_decay": 0.0,
+        train = {"epochs": 4, "batch_size": 64, "optimizer": "adam", "lr": 0.003, "weight_decay": 0.0,
                  "milestones": [], "eval_eps": 1.0, "eval_steps": 10}
         if adversarial:
-            train["adversarial"] = {"norm": "l2", "eps": 1.0, "step_size": 0.25, "steps": 5}
+            train["adversarial"] = {"norm": "l2", "eps": 1.0, "step_size": 0.34, "steps": 3}
         return from_dict(TrainRecipe, {"name": name, "source": {"kind": "digits"},
                                        "model": {"arch": "small_cnn", "width": 16, "feature_dim": 32},
                                        "train": train, "checkpoint": str(tmp_path / f"{name}.safetensors")})

@@ -157,7 +157,11 @@ def build_net(arch: str, num_classes: int, in_channels: int, width: int = 32, fe
         return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels)
     if arch == "resnet50":
         return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels)
-    raise ValueError(f"unknown arch {arch!r}; choose small_cnn, resnet18 or resnet50")
+    if arch == "airbench":     # the fast CIFAR verifier (advgen/models/airbench.py)
+        from advgen.models.airbench import AirbenchNet
+
+        return AirbenchNet(num_classes=num_classes, in_channels=in_channels)
+    raise ValueError(f"unknown arch {arch!r}; choose small_cnn, resnet18, resnet50 or airbench")
 
 
 def build_classifier(arch: str, num_classes: int, in_channels: int, mean, std, width: int = 32,

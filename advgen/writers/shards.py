@@ -27,7 +27,7 @@ from PIL import Image
 from advgen.models.checkpoint import sha256_file
 
 SHARD_DIR, DATA_DIR, MARKER_DIR = "shards", "data", "markers"
-TAR_MTIME = 0.0          # fixed tar header times: identical runs give identical bytes
+TAR_MTIME = 0           # fixed int tar header time: identical runs give identical bytes (a float adds a PAX header per member)
 PNG_COMPRESS_LEVEL = 6   # fixed so bytes do not depend on library defaults
 
 
