@@ -32,6 +32,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from advgen.attacks.fast import resolve_autocast_dtype
 from advgen.attacks.inversion import draw_x0, invert, relative_distance
 from advgen.attacks.pgd import choose_targets, targeted_pgd
 from advgen.models import load_checkpoint, resolve_checkpoint, sha256_file
@@ -52,28 +53,6 @@ def make_state():
 
 def shard_seed(seed: int, shard: int) -> int:
     return int(np.random.SeedSequence([seed, shard]).generate_state(1)[0])
-
-
-def autocast_dtype(precision: str, device: torch.device):
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    return torch.bfloat16 if bf16_is_native(device) else None
-
-
-def bf16_is_native(device: torch.device) -> bool:
-    """bf16 pays off on CUDA (sm80+) and on CPUs with avx512_bf16 or AMX; elsewhere it is emulated."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    cap = torch.backends.cpu.get_cpu_capability()
-    if cap in ("AVX512_BF16", "AMX"):
-        return True
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def check_output(out: Path, recipe: GenerateRecipe, overwrite: bool):
@@ -244,7 +223,7 @@ def generate(recipe: GenerateRecipe, overwrite: bool = False) -> Path:
     if source.num_classes != read_meta(ckpt)["num_classes"]:
         raise RecipeError(f"model.checkpoint {ckpt!r} has {read_meta(ckpt)['num_classes']} classes but the source "
                           f"has {source.num_classes}; train a model on this source")
-    job = JOBS[recipe.attack.kind](recipe, model, source, device, autocast_dtype(recipe.precision, device))
+    job = JOBS[recipe.attack.kind](recipe, model, source, device, resolve_autocast_dtype(recipe.precision, device))
 
     n, size = len(source), recipe.output.shard_size
     num_shards = (n + size - 1) // size
