@@ -212,7 +212,7 @@ def generate(recipe: GenerateRecipe, overwrite: bool = False) -> Path:
     state.wait_for_everyone()
     if state.is_main_process:
         prepare_output(out, recipe, overwrite)
-        ckpt = resolve_checkpoint(recipe.model)     # trains and caches a train_recipe's model once
+        resolve_checkpoint(recipe.model)     # trains and caches a train_recipe's model once
     state.wait_for_everyone()
     ckpt = resolve_checkpoint(recipe.model, train_if_missing=False)
     device = state.device if torch.cuda.is_available() and recipe.device != "cpu" else torch.device("cpu")
@@ -220,8 +220,9 @@ def generate(recipe: GenerateRecipe, overwrite: bool = False) -> Path:
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
     source = load_source(recipe.source, recipe.source.split)
-    if source.num_classes != read_meta(ckpt)["num_classes"]:
-        raise RecipeError(f"model.checkpoint {ckpt!r} has {read_meta(ckpt)['num_classes']} classes but the source "
+    model_classes = read_meta(ckpt)["num_classes"]
+    if source.num_classes != model_classes:
+        raise RecipeError(f"model.checkpoint {ckpt!r} has {model_classes} classes but the source "
                           f"has {source.num_classes}; train a model on this source")
     job = JOBS[recipe.attack.kind](recipe, model, source, device, resolve_autocast_dtype(recipe.precision, device))
 

@@ -8,7 +8,7 @@ import yaml
 
 from advgen.recipe import (AttackConfig, GenerateRecipe, RecipeError, TrainRecipe, dump_recipe, from_dict,
                            load_recipe)
-from tests.conftest import REPO, advgen, write_yaml
+from tests.conftest import CIFAR, REPO, advgen, write_yaml
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 
@@ -106,6 +106,8 @@ def test_paper_defaults():
 @pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
 def test_shipped_recipes_load(path):
     data = yaml.safe_load(path.read_text())
+    if "../shared/" in path.read_text() and not CIFAR.is_dir():
+        pytest.skip("offline CIFAR-10 copy (../shared/data/cifar10) not beside this checkout")
     if path.name.startswith("verify_"):
         from advgen.verify import VerifyRecipe as cls
     else:
