@@ -17,7 +17,7 @@ takes ~0.1 s (it reads parquet schemas, not the data).
 Verification reports (`advgen verify`): JSON with a list `results`, one entry per trained model, each with at
 least dataset, model, std_acc, robust_acc, eps, paper_std_acc, paper_robust_acc, expected, passed, seconds
 (accuracies are fractions; also used when present: kind, title, use_npy, *_std, seeds, and the report's
-recipe.datasets[name].path to tell which output a row is about). Found at OUT/verify/report.json, or passed with
+recipe.datasets[name].path to tell which output a row is about). Found at OUT/verify/*.json, or passed with
 --report (repeatable). A row with use_npy true (or `images` "npy") is a model trained on the float32 copies, not
 the PNGs; where both exist for a config and model, the card shows the accuracy difference. A top-level
 `png_vs_float` mapping, if present, is shown as is.
@@ -39,8 +39,17 @@ from urllib.parse import quote
 # for a CLI that needs none); tests/test_publish.py checks that the names agree.
 MANIFEST, MARKER_DIR = "manifest.json", "markers"
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "dataset_cards"
 TEMPLATE = "dataset_card.md.j2"
+
+
+def template_dir() -> Path:
+    """dataset_cards/ of the source tree, or the copy installed as advgen/dataset_cards (pyproject package-dir)."""
+    here = Path(__file__).resolve().parent
+    for d in (here.parent / "dataset_cards", here / "dataset_cards"):
+        if (d / TEMPLATE).is_file():
+            return d
+    raise CardError(f"the card template {TEMPLATE} is missing from {here.parent / 'dataset_cards'} and "
+                    f"{here / 'dataset_cards'}; reinstall advgen (pip install advgen)")
 
 # Where an output's files go in the repo (see repo_layout).
 REPO_DATA_DIR, REPO_WDS_DIR, REPO_MANIFEST_DIR = "data", "webdataset", "manifests"
@@ -203,49 +212,56 @@ def load_configs(outs) -> list[ConfigSource]:
 def load_reports(cfgs: list[ConfigSource], report_paths=()) -> tuple[list[dict], dict]:
     """Attach verification rows to their configs; returns (rows of no config, e.g. baselines; png_vs_float).
 
-    A row belongs to a config when its `dataset` is the config name or the output's recipe name, or when the
-    report's recipe reads it from that output dir (recipe.datasets[row.dataset].path, as `advgen verify` writes
-    it; relative paths are taken from the working directory) or from a Hub repo with that config. Generated-set
-    rows of a report found at OUT/verify/report.json belong to OUT.
+    Reports are read from OUT/verify/*.json (`advgen verify` puts a copy of its report there for each output it
+    trained on, naming the entries in `verified_datasets`) and from report_paths; the same report found twice
+    counts once. A row belongs to a config when it is one of that copy's `verified_datasets`, when its `dataset`
+    is the config name or the output's recipe name, or when the report's recipe reads it from that output dir
+    (recipe.datasets[row.dataset].path; relative paths are taken from the working directory) or from a Hub repo
+    with that config. Rows of other generated sets are left out; baselines are kept once.
     """
-    found = [(c.out / "verify" / "report.json", c) for c in cfgs if (c.out / "verify" / "report.json").is_file()]
+    found = [(p, c) for c in cfgs for p in sorted((c.out / "verify").glob("*.json"))]
     found += [(Path(p), None) for p in report_paths]
     by_name, by_dir = {}, {}
     for c in cfgs:
         by_name[c.name] = c
         by_name.setdefault(c.manifest.get("name"), c)
         by_dir[c.out.resolve()] = c
-    other, png_vs_float, seen, seen_other = [], {}, set(), set()
+    other, png_vs_float, seen, seen_other, attached = [], {}, set(), set(), set()
     for path, owner in found:
         if not path.is_file():
             raise CardError(f"report {str(path)!r} does not exist")
-        key = path.resolve()
-        if key in seen:
-            continue
-        seen.add(key)
         try:
             report = json.loads(path.read_text())
             results = report["results"]
             assert isinstance(results, list)
         except (json.JSONDecodeError, KeyError, TypeError, AssertionError):
             raise CardError(f"report {str(path)!r} is not a verification report (JSON with a list 'results')") from None
+        key = json.dumps([report.get("name"), results], sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
         if isinstance(report.get("png_vs_float"), dict):
             png_vs_float.update(report["png_vs_float"])
         entries = ((report.get("recipe") or {}).get("datasets") or {}) if isinstance(report.get("recipe"), dict) else {}
+        mine = set(report.get("verified_datasets") or []) if owner is not None else set()
         for i, row in enumerate(results):
             missing = [k for k in ("dataset", "model", "std_acc", "robust_acc") if k not in row]
             if missing:
                 raise CardError(f"report {str(path)!r}: results[{i}] has no {', '.join(missing)}")
-            cfg = by_name.get(row["dataset"])
             entry = entries.get(row["dataset"]) if isinstance(entries.get(row["dataset"]), dict) else {}
+            cfg = owner if row["dataset"] in mine else by_name.get(row["dataset"])
             if cfg is None and entry.get("path"):
                 cfg = by_dir.get(Path(entry["path"]).resolve()) if Path(entry["path"]).is_dir() else \
                     by_name.get(entry.get("config"))
-            if cfg is None and owner is not None and row.get("kind", "generated") == "generated":
-                cfg = owner
+            if cfg is None and owner is not None and "verified_datasets" not in report and not entry.get("path") \
+                    and row.get("kind", "generated") == "generated":
+                cfg = owner                       # a hand-made OUT/verify report: its generated rows are OUT's
             if cfg is not None:
-                cfg.results.append(row)
-            else:
+                ident = (id(cfg), json.dumps(row, sort_keys=True))
+                if ident not in attached:
+                    attached.add(ident)
+                    cfg.results.append(row)
+            elif row.get("kind", "generated") != "generated":
                 ident = json.dumps([row.get(k) for k in ("dataset", "model", "std_acc", "robust_acc", "use_npy")])
                 if ident not in seen_other:       # the same baseline in several reports: once
                     seen_other.add(ident)
@@ -511,7 +527,7 @@ def render_card(outs, reports=(), repo_id: Optional[str] = None, revision: Optio
     data = card_data(cfgs, pretty)
     repo = repo_id or "USER/REPO"
     rev = revision if revision not in (None, "main") else None
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), undefined=jinja2.StrictUndefined,
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir())), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
     env.filters.update(pct=pct, num=num)
     text = env.get_template(TEMPLATE).render(
@@ -535,7 +551,7 @@ def parser() -> argparse.ArgumentParser:
                                             "uploading anything.")
     p.add_argument("outputs", nargs="+", help="output dirs of `advgen generate` (one per config)")
     p.add_argument("--report", action="append", default=[], metavar="PATH",
-                   help="a verification report JSON (repeatable; OUT/verify/report.json is read automatically)")
+                   help="a verification report JSON (repeatable; OUT/verify/*.json are read automatically)")
     p.add_argument("--repo-id", help="the repo the card is for (used in the loading examples)")
     p.add_argument("--revision", help="the branch the card is for (used in the loading examples)")
     p.add_argument("-o", "--output", help="write the card here instead of stdout")

@@ -274,7 +274,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prune", action="store_true",
                    help="delete files of configs in the repo that are not among these outputs")
     p.add_argument("--report", action="append", default=[], metavar="PATH",
-                   help="verification report for the card (repeatable; OUT/verify/report.json is read automatically)")
+                   help="verification report for the card (repeatable; OUT/verify/*.json are read automatically)")
     p.add_argument("--dry-run", action="store_true", help="check the outputs and list the files; upload nothing")
     p.add_argument("--token", help="Hub token (default: HF_TOKEN or the stored login); never printed")
     return p

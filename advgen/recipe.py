@@ -19,7 +19,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 
@@ -228,14 +228,21 @@ class GenerateRecipe:
     attack: AttackConfig = field(default_factory=AttackConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     dataset: Literal["d_det", "d_rand", "d_robust", "d_nonrobust"] = "d_det"  # which of the paper's sets
-    batch_size: int = 250          # images per attack batch (fixed: results do not depend on world size)
+    # images per attack batch (fixed: results do not depend on world size); "auto": the largest that fits on a
+    # GPU (from 1024 down), 250 on CPU
+    batch_size: Union[int, Literal["auto"]] = 250
     seed: int = 0
-    precision: Literal["auto", "fp32", "bf16"] = "fp32"   # autocast dtype of the model's forward/backward
-    channels_last: bool = False
+    # Speed (advgen.attacks.fast.prepare); "auto" = the fastest the hardware runs natively. The resolved values go
+    # into the manifest. Perturbation, step and projection are fp32 whatever these say.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"   # autocast dtype of the model's forward/backward
+    channels_last: Union[bool, Literal["auto"]] = "auto"  # NHWC (auto: on)
+    compile: Union[bool, Literal["auto"]] = "auto"        # torch.compile the model (auto: off, see fast.py)
+    fuse_bn: bool = True                                  # fold eval BatchNorm into the conv before it (exact)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def validate(self, where: str = ""):
-        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size!r}")
+        _check(self.batch_size == "auto" or self.batch_size >= 1, "batch_size",
+               f"must be >= 1 or 'auto', got {self.batch_size!r}")
         kinds = {"d_det": "pgd", "d_rand": "pgd", "d_robust": "inversion", "d_nonrobust": "inversion"}
         _check(kinds[self.dataset] == self.attack.kind, "attack.kind",
                f"dataset {self.dataset!r} is made with attack.kind {kinds[self.dataset]!r}, got {self.attack.kind!r}")

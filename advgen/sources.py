@@ -20,6 +20,7 @@ at the image it was made from.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -49,10 +50,17 @@ class Source:
         return len(self.class_names)
 
     def images(self, positions) -> torch.Tensor:
-        """uint8 [B, C, H, W] for positions 0..N-1 of this source (not source indices)."""
+        """uint8 [B, C, H, W] for positions 0..N-1 of this source (not source indices), on the staged device."""
         if self._images is not None:
+            if torch.is_tensor(positions):
+                positions = positions.to(self._images.device)
             return self._images[positions]
         return self._loader(np.asarray(positions))
+
+    def staged(self, device) -> "Source":
+        """The same source with every image held on `device` (uint8: CIFAR-10's 50k images are 150 MB)."""
+        imgs = self._images if self._images is not None else self.all_images()
+        return dataclasses.replace(self, _images=imgs.to(device), _loader=None)
 
     def all_images(self) -> torch.Tensor:
         return self.images(torch.arange(len(self)))

@@ -10,7 +10,8 @@ robust accuracy under untargeted PGD at `eval.eps` on the source's test split. T
 seeds is compared with the entry's `expected` ranges and the paper's numbers (Table 1, Figure 2b).
 
 Writes to `report_dir` (default reports/<name>): report.json (one `results` entry per dataset with
-per-seed values), report.md (the table), samples_<dataset>.png (originals beside generated images,
+per-seed values; a copy also goes to OUT/verify/<name>.json of each advgen output verified, where
+`advgen card` / `advgen publish` find it), report.md (the table), samples_<dataset>.png (originals beside generated images,
 as Figure 2a), accuracy.png (standard and robust accuracy per training set, as Figure 2b) and, with
 `eval.extra_eps`, robustness.png (accuracy against the attack radius).
 
@@ -560,9 +561,9 @@ def write_report(recipe: VerifyRecipe, report: dict, original, sets: dict[str, T
         robustness_curve(report, out / "robustness.png")
         report["figures"]["robustness"] = "robustness.png"
     report["figures"].update({f"samples_{k}": v for k, v in figures.items()})
-    tmp = out / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(out / "report.json")
+    _write_json(out / "report.json", report)
+    for output, names in verified_outputs(recipe).items():   # the card of each output finds its reports there
+        _write_json(output / "verify" / f"{recipe.name}.json", {**report, "verified_datasets": names})
     ev = report["eval"]
     md = [f"# Verification: {report['name']}", "",
           f"Each model ({report['model']['name']}, trainer {recipe.trainer}) is trained from scratch on the "
@@ -595,6 +596,22 @@ def write_report(recipe: VerifyRecipe, report: dict, original, sets: dict[str, T
     for name, f in figures.items():
         md += [f"![{name}: originals (top) and generated images (bottom)]({f})", ""]
     (out / "report.md").write_text("\n".join(md))
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.replace(path)
+
+
+def verified_outputs(recipe: VerifyRecipe) -> dict[Path, list[str]]:
+    """{local advgen output dir: names of the recipe's entries trained on it} (Hub ids and plain dirs: none)."""
+    outs: dict[Path, list[str]] = {}
+    for name, entry in recipe.datasets.items():
+        if entry.kind == "generated" and (Path(entry.path) / "manifest.json").is_file():
+            outs.setdefault(Path(entry.path), []).append(name)
+    return outs
 
 
 def sample_grid(ts: TrainSet, original, n: int, path: Path, title: str) -> bool:

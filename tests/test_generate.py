@@ -170,3 +170,23 @@ def test_digits_det_recipe_end_to_end(tmp_path):
     ds = load_dataset(str(out), split="train")
     assert len(ds) == 1257 and ds.features["label"].names == [str(i) for i in range(10)]
     assert seconds < 600
+
+
+def test_fast_default_matches_exact_fp32_and_is_recorded(reference, tmp_path):
+    """The default speed settings (BN folded, channels_last; bf16 only where native) give the targeted success and
+    mean l2 of the exact fp32 eager run (precision fp32, no folding, NCHW), and the manifest says what ran."""
+    from advgen.generate import generate
+    from advgen.recipe import GenerateRecipe, load_recipe
+
+    recipe, out = reference
+    exact = generate(load_recipe(recipe, GenerateRecipe, [f"output.dir={tmp_path / 'exact'}", "precision=fp32",
+                                                          "channels_last=false", "fuse_bn=false"]))
+    fast, slow = (json.loads((o / "manifest.json").read_text()) for o in (out, exact))
+    assert fast["speed"]["channels_last"] is True and fast["speed"]["fuse_bn"] is True
+    assert fast["speed"]["batch_size"] == 12 and fast["speed"]["device"] == "cpu"
+    assert {k: v for k, v in slow["speed"].items() if not k.endswith("seconds")} == {
+        "device": "cpu", "autocast": "fp32", "channels_last": False, "compile": False, "fuse_bn": False,
+        "batch_size": 12}
+    assert 0 <= slow["speed"]["writer_wait_seconds"] <= slow["seconds"]["total_last_run"]
+    assert abs(fast["stats"]["mean_success"] - slow["stats"]["mean_success"]) <= 0.02      # 3 of 150 images
+    assert fast["stats"]["mean_l2"] == pytest.approx(slow["stats"]["mean_l2"], rel=0.01)

@@ -516,3 +516,38 @@ def test_token_is_never_printed_logged_or_written(outputs, hub_server, tmp_path_
         for name, value in r.headers.items():
             if name != "authorization":
                 assert all(s.decode() not in value for s in secrets), (name, value)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Verify from the Hub, and the card picking up `advgen verify`'s report by itself
+# ------------------------------------------------------------------------------------------------------------------
+
+def test_verify_a_published_config_by_hub_id_and_card_finds_the_report(two_config_repo, outputs, tmp_path):
+    """`advgen verify` on `repo + config` trains exactly what it trains on the local output (same pixels, same order,
+    same seed), and the copy of its report in OUT/verify/ puts the row in that output's card."""
+    from advgen.cards import render_card
+
+    repo, _ = two_config_repo
+    local = tmp_path / "d_det"
+    shutil.copytree(outputs["d_det"], local)      # the shared output's card stays as published
+    recipe = write_yaml(tmp_path / "verify.yaml", {
+        "name": "hub_check", "source": {"kind": "digits", "limit": 300},
+        "model": {"arch": "small_cnn", "width": 8, "feature_dim": 16},
+        "train": {"epochs": 2, "batch_size": 16, "optimizer": "adam", "lr": 0.003, "weight_decay": 0.0,
+                  "milestones": []},
+        "eval": {"eps": 0.5, "steps": 2}, "seeds": [0], "report_dir": str(tmp_path / "report"), "samples": 4,
+        "datasets": {"hub": {"path": repo, "config": "d_det", "expected": {"std_acc": [0.0, 1.0]}},
+                     "local": {"path": str(local), "expected": {"std_acc": [0.0, 1.0]}}}})
+    p = advgen("verify", recipe, timeout=300)
+    CAPTURED.append(p.stdout + p.stderr)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    hub, loc = report["results"]
+    assert hub["data"].startswith(f"{repo}:d_det (hub, 40 samples)") and loc["data"].startswith(str(local))
+    for k in ("std_acc", "robust_acc"):
+        assert hub[k] == loc[k]
+    assert (tmp_path / "report" / "samples_hub.png").is_file()
+
+    copy = json.loads((local / "verify" / "hub_check.json").read_text())
+    assert copy["verified_datasets"] == ["local"] and copy["results"] == report["results"]
+    text = render_card([local, outputs["d_rand"]], repo_id=repo)
+    assert text.count("| `d_det` | small_cnn(w8,f16) |") == 2     # the local row, and the Hub row of this config
