@@ -1,7 +1,13 @@
-"""Rebuild the results table from verification reports, and put it in the README between markers.
+"""Rebuild the results tables from verification reports (and generation manifests), and put them in the README.
 
     advgen report                                  # every reports/*/report.json, table on stdout
     advgen report reports/verify_digits_study --readme README.md
+    advgen report runs/digits_det runs/digits_rand reports/verify_digits_det --readme README.md
+
+A path is a report (report dir or its report.json, from `advgen verify`) or a generated output (output dir or
+its manifest.json, from `advgen generate`): outputs give a "generated sets" table (count, targeted success,
+mean ||delta||_2, feature distance, attack and total seconds, the speed settings that ran), reports the
+verification table.
 
 The README block between `<!-- results:start -->` and `<!-- results:end -->` is replaced; every other
 byte of the README is left as it was, so its numbers are never typed by hand. Exit status 2 when a
@@ -63,7 +69,7 @@ class ReportError(ValueError):
 
 
 def find_reports(paths: list[str]) -> list[Path]:
-    """Report dirs or report.json files; none given = every reports/*/report.json, sorted."""
+    """Report / manifest JSON files for report dirs, output dirs or files; none given = reports/*/report.json."""
     if not paths:
         found = sorted(Path("reports").glob("*/report.json"))
         if not found:
@@ -71,37 +77,82 @@ def find_reports(paths: list[str]) -> list[Path]:
         return found
     out = []
     for p in map(Path, paths):
-        f = p / "report.json" if p.is_dir() else p
+        f = next((p / n for n in ("report.json", "manifest.json") if (p / n).is_file()), p) if p.is_dir() else p
         if not f.is_file():
-            raise ReportError(f"{p}: no report.json (run `advgen verify RECIPE` to write one)")
+            raise ReportError(f"{p}: no report.json or manifest.json (run `advgen verify RECIPE` or "
+                              "`advgen generate RECIPE` to write one)")
         out.append(f)
     return out
+
+
+def _read(f: Path) -> dict:
+    try:
+        obj = json.loads(f.read_text())
+        assert isinstance(obj, dict) and ("results" in obj or {"shards", "stats", "dataset"} <= set(obj))
+        return obj
+    except (json.JSONDecodeError, AssertionError, UnicodeDecodeError) as e:
+        raise ReportError(f"{f}: neither a verification report nor a generation manifest "
+                          f"({type(e).__name__})") from None
 
 
 def load_results(files: list[Path]) -> list[dict]:
     rows = []
     for f in files:
-        try:
-            report = json.loads(f.read_text())
-            results = report["results"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ReportError(f"{f}: not a verification report ({type(e).__name__}: {e})") from None
-        for r in results:
+        report = _read(f)
+        if "results" not in report:
+            continue
+        if not isinstance(report["results"], list):
+            raise ReportError(f"{f}: 'results' is not a list; not a verification report")
+        for r in report["results"]:
             rows.append(dict(r, recipe=report.get("name", f.parent.name), report_seeds=report.get("seeds"),
                              report_eval=report.get("eval", {})))
     return rows
 
 
-def build_table(rows: list[dict]) -> str:
-    """The README block: one row per trained set, with the recipe, then how the numbers were measured."""
-    notes = sorted({f"`{r['recipe']}`: {r['model']}, robust = {r['report_eval'].get('norm', r.get('norm'))} PGD "
-                    f"ε {r['eps']:g}, {r['report_eval'].get('steps', r.get('eval_steps'))} steps, "
-                    f"seeds {r['report_seeds']}" for r in rows})
-    lines = [markdown_table(rows, with_recipe=""), "",
-             "Mean ± std over seeds; seconds per model (train + evaluate). Paper columns: CIFAR-10 / ResNet-50 "
-             "(Table 1, Figure 2b, PAPER_NOTES), where the paper has a number. Rebuilt by `advgen report`; "
-             "do not edit by hand.", ""]
-    lines += [f"- {n}" for n in notes]
+def load_manifests(files: list[Path]) -> list[dict]:
+    return [m for m in map(_read, files) if "results" not in m]
+
+
+def generation_table(manifests: list[dict]) -> str:
+    """One row per generated output: what was made, how well the attack did, what it cost, how it ran."""
+    head = ["output", "set", "samples", "targeted success", "mean ‖δ‖₂", "feature dist. (start → end)",
+            "attack s", "total s", "ran as"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in manifests:
+        s, a, sec = m["stats"], m["recipe"]["attack"], m.get("seconds", {})
+        what = (f"PGD {a['norm']} ε {a['eps']:g}, {a['steps']} steps, targets {a['targets']}" if a["kind"] == "pgd"
+                else f"inversion, {a['steps']} steps of {a['step_size']:g}, x0 {a['x0']}")
+        sp = m.get("speed") or {}
+        ran = ", ".join(filter(None, [f"{m.get('world_size', 1)} proc", sp.get("device"), sp.get("autocast"),
+                                      "BN folded" if sp.get("fuse_bn") else "", "NHWC" if sp.get("channels_last")
+                                      else "", "compiled" if sp.get("compile") else "",
+                                      f"batch {sp['batch_size']}" if "batch_size" in sp else ""]))
+        dist = (f"{s['mean_rel_dist_init']:.3f} → {s['mean_rel_dist_final']:.4f}"
+                if "mean_rel_dist_final" in s else "—")
+        lines.append("| " + " | ".join([
+            f"`{m['name']}`", f"{m['dataset']} ({what})", f"{m['count']:,}",
+            pct(s["mean_success"]) if "mean_success" in s else "—",
+            f"{s['mean_l2']:.3f}" if "mean_l2" in s else (f"{s['mean_l2_to_source']:.3f} (to x)"
+                                                          if "mean_l2_to_source" in s else "—"),
+            dist, f"{sec.get('attack', 0):.1f}", f"{sec.get('total_last_run', 0):.1f}", ran]) + " |")
+    return "\n".join(lines)
+
+
+def build_table(rows: list[dict], manifests: Optional[list[dict]] = None) -> str:
+    """The README block: the generated sets (if any), then one row per trained set with how it was measured."""
+    lines = []
+    if manifests:
+        lines += ["Generated sets (from each output's manifest.json; success and ‖δ‖₂ measured on the stored uint8 "
+                  "images, seconds on the machine that ran it):", "", generation_table(manifests), ""]
+    if rows:
+        notes = sorted({f"`{r['recipe']}`: {r['model']}, robust = {r['report_eval'].get('norm', r.get('norm'))} "
+                        f"PGD ε {r['eps']:g}, {r['report_eval'].get('steps', r.get('eval_steps'))} steps, "
+                        f"seeds {r['report_seeds']}" for r in rows})
+        lines += [markdown_table(rows, with_recipe=""), "",
+                  "Mean ± std over seeds; seconds per model (train + evaluate). Paper columns: CIFAR-10 / ResNet-50 "
+                  "(Table 1, Figure 2b, PAPER_NOTES), where the paper has a number.", ""]
+        lines += [f"- {n}" for n in notes] + [""]
+    lines.append("Rebuilt by `advgen report`; do not edit by hand.")
     return "\n".join(lines)
 
 
@@ -115,11 +166,14 @@ def replace_block(text: str, block: str, where: str = "README") -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="advgen report", description="Rebuild the results table from report JSONs.")
-    p.add_argument("reports", nargs="*", help="report dirs or report.json files (default: reports/*/report.json)")
+    p.add_argument("reports", nargs="*", help="report dirs / report.json files of `advgen verify`, output dirs / "
+                                              "manifest.json files of `advgen generate` (default: "
+                                              "reports/*/report.json)")
     p.add_argument("--readme", help="replace the block between the results markers in this file")
     args = p.parse_args(argv)
     try:
-        table = build_table(load_results(find_reports(args.reports)))
+        files = find_reports(args.reports)
+        table = build_table(load_results(files), load_manifests(files))
         if args.readme:
             readme = Path(args.readme)
             if not readme.is_file():

@@ -241,6 +241,23 @@ def test_report_rewrites_only_the_marked_block(tmp_path, report_dir):
     assert p.returncode == 2 and "results:start" in p.stderr and bad.read_text() == "no markers here\n"
 
 
+def test_report_adds_the_generated_sets_from_their_manifests(tmp_path, report_dir, tiny_set, capsys):
+    from advgen.report import main
+
+    m = json.loads((tiny_set / "manifest.json").read_text())
+    assert main([str(tiny_set), str(report_dir / "report.json")]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| `t_det` |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "d_det (PGD l2 ε 1.5, 3 steps, targets det)" and cells[2] == "60"
+    assert cells[3] == f"{100 * m['stats']['mean_success']:.1f}%" and cells[4] == f"{m['stats']['mean_l2']:.3f}"
+    assert cells[6] == f"{m['seconds']['attack']:.1f}" and "BN folded" in cells[8] and "batch 32" in cells[8]
+    assert "| t_verify | d_det |" in out                  # and the verification table after it
+    (tmp_path / "x.json").write_text('{"name": 1}')
+    assert main([str(tmp_path / "x.json")]) == 2
+    assert "neither a verification report nor a generation manifest" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_two_accelerate_processes_give_the_one_process_report(tmp_path, tiny_set):
     """`accelerate launch advgen/verify.py` splits the (dataset, seed) runs over ranks; same numbers."""
