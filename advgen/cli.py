@@ -4,7 +4,7 @@
     advgen generate recipes/digits_det.yaml [KEY=VALUE ...] [--overwrite]
     advgen convert-checkpoint SRC DST
     advgen verify recipes/verify_digits_det.yaml
-    advgen report  |  advgen card OUT...  |  advgen publish OUT... --repo-id ID  |  advgen bench ...
+    advgen report  |  advgen card OUT...  |  advgen publish OUT... --repo-id ID  |  advgen bench ...  |  advgen bench-e2e RECIPE
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ COMMANDS = {
     "card": ("advgen.cards", "render the dataset card of one or more outputs, without uploading"),
     "publish": ("advgen.publish", "publish outputs as one multi-config dataset repo on the Hub"),
     "bench": ("advgen.bench", "time the attack against the bare loop and torchattacks"),
+    "bench-e2e": ("advgen.bench_e2e", "time end-to-end generate against the attack alone, 1 vs N processes"),
 }
 
 

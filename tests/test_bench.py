@@ -205,3 +205,25 @@ def test_prepare_cuda_defaults():
     x = torch.rand(4, 3, 32, 32, device="cuda")
     x_adv, _ = targeted_pgd(fast, x, torch.zeros(4, dtype=torch.long, device="cuda"), steps=2, autocast_dtype=dtype)
     assert x_adv.dtype == torch.float32 and x_adv.shape == x.shape
+
+
+def test_bench_e2e_times_generate_against_the_attack_alone(tmp_path, tiny_model):
+    from tests.conftest import write_yaml
+
+    recipe = write_yaml(tmp_path / "r.yaml", {
+        "name": "e2e", "dataset": "d_det", "source": {"kind": "digits", "limit": 48},
+        "model": {"checkpoint": str(tiny_model)},
+        "attack": {"kind": "pgd", "norm": "l2", "eps": 1.0, "step_size": 0.5, "steps": 3, "targets": "det"},
+        "output": {"dir": str(tmp_path / "unused"), "shard_size": 16}, "batch_size": 16, "seed": 0})
+    out = tmp_path / "e2e.json"
+    p = advgen("bench-e2e", recipe, "--processes", "1", "--threads", "1", "--out", out, cwd=REPO, timeout=300)
+    assert "generate_1p" in p.stdout and "vs attack" in p.stdout
+    r = json.loads(out.read_text())
+    assert r["images"] == 48 and r["cores"] == 1 and list(r["methods"]) == ["attack_only", "generate_1p"]
+    a, g = r["methods"]["attack_only"], r["methods"]["generate_1p"]
+    assert a["ratio_vs_attack_only"] == 1.0 and a["seconds"] > 0
+    assert g["seconds"] > g["manifest_attack_seconds"] > 0 and g["writer_wait_seconds"] >= 0
+    assert g["ratio_vs_attack_only"] == pytest.approx(g["seconds"] / a["seconds"], rel=1e-2)
+    assert g["speed"]["batch_size"] == 16 and not (tmp_path / "unused").exists()
+    p = advgen("bench-e2e", recipe, "--processes", "0", check=False, cwd=REPO)
+    assert p.returncode == 2 and "--processes" in p.stderr
