@@ -350,6 +350,15 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def emit(text: str, result: dict, out: Optional[str]) -> None:
+    """Print the table; write the JSON to `out` if given."""
+    print(text)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=2))
+        print(f"wrote {out}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="advgen bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -391,11 +400,7 @@ def main(argv=None) -> int:
     except CheckpointError as e:
         print(f"advgen bench: error: {e}", file=sys.stderr)
         return 2
-    print(table(result))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.out}")
+    emit(table(result), result, args.out)
     return 0
 
 

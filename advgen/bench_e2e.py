@@ -150,6 +150,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from advgen.bench import emit
     from advgen.models.checkpoint import CheckpointError
     from advgen.recipe import RecipeError
 
@@ -165,11 +166,7 @@ def main(argv=None) -> int:
     except (RecipeError, CheckpointError, RuntimeError) as e:
         print(f"advgen bench-e2e: error: {e}", file=sys.stderr)
         return 2
-    print(table(result))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.out}")
+    emit(table(result), result, args.out)
     return 0
 
 

@@ -103,8 +103,10 @@ def load_results(files: list[Path]) -> list[dict]:
             continue
         if not isinstance(report["results"], list):
             raise ReportError(f"{f}: 'results' is not a list; not a verification report")
+        name = report.get("name", f.parent.name)     # the report's folder when it is not the default reports/<name>
+        label = f.parent.name if f.name == "report.json" and f.parent.name != name else name
         for r in report["results"]:
-            rows.append(dict(r, recipe=report.get("name", f.parent.name), report_seeds=report.get("seeds"),
+            rows.append(dict(r, recipe=label, report_seeds=report.get("seeds"),
                              report_eval=report.get("eval", {})))
     return rows
 

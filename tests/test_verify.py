@@ -232,7 +232,7 @@ def test_report_rewrites_only_the_marked_block(tmp_path, report_dir):
     block, tail = rest.split("<!-- results:end -->", 1)
     assert head + "<!-- results:start -->\n" == before.split("old table")[0]
     assert "<!-- results:end -->" + tail == after
-    assert "old table" not in block and "| t_verify | d_det |" in block and "| t_verify | baseline_adv |" in block
+    assert "old table" not in block and "| report | d_det |" in block and "| report | baseline_adv |" in block
     p = advgen("report", report_dir, "--readme", readme)          # idempotent
     assert "unchanged" in p.stdout and readme.read_text() == text
     bad = tmp_path / "bad.md"
@@ -252,7 +252,7 @@ def test_report_adds_the_generated_sets_from_their_manifests(tmp_path, report_di
     assert cells[1] == "d_det (PGD l2 ε 1.5, 3 steps, targets det)" and cells[2] == "60"
     assert cells[3] == f"{100 * m['stats']['mean_success']:.1f}%" and cells[4] == f"{m['stats']['mean_l2']:.3f}"
     assert cells[6] == f"{m['seconds']['attack']:.1f}" and "BN folded" in cells[8] and "batch 32" in cells[8]
-    assert "| t_verify | d_det |" in out                  # and the verification table after it
+    assert "| report | d_det |" in out                    # and the verification table (labelled by its folder)
     (tmp_path / "x.json").write_text('{"name": 1}')
     assert main([str(tmp_path / "x.json")]) == 2
     assert "neither a verification report nor a generation manifest" in capsys.readouterr().err
