@@ -88,10 +88,11 @@ def find_reports(paths: list[str]) -> list[Path]:
 def _read(f: Path) -> dict:
     try:
         obj = json.loads(f.read_text())
-        assert isinstance(obj, dict) and ("results" in obj or {"shards", "stats", "dataset"} <= set(obj))
+        assert isinstance(obj, dict) and ("results" in obj or {"shards", "stats", "dataset"} <= set(obj)
+                                          or {"methods", "config"} <= set(obj) or {"methods", "recipe"} <= set(obj))
         return obj
     except (json.JSONDecodeError, AssertionError, UnicodeDecodeError) as e:
-        raise ReportError(f"{f}: neither a verification report nor a generation manifest "
+        raise ReportError(f"{f}: not a verification report, generation manifest or benchmark JSON "
                           f"({type(e).__name__})") from None
 
 
@@ -112,7 +113,35 @@ def load_results(files: list[Path]) -> list[dict]:
 
 
 def load_manifests(files: list[Path]) -> list[dict]:
-    return [m for m in map(_read, files) if "results" not in m]
+    return [m for m in map(_read, files) if "shards" in m and "results" not in m]
+
+
+def load_benches(files: list[Path]) -> list[dict]:
+    return [dict(b, file=f.name) for f, b in zip(files, map(_read, files)) if "methods" in b]
+
+
+def bench_table(benches: list[dict]) -> str:
+    """`advgen bench` (one attack batch) and `advgen bench-e2e` (whole generate) results, one row per method."""
+    lines = ["| benchmark | method | throughput | vs reference | success / mean ‖δ‖₂ | run |", "|---|---|---|---|---|---|"]
+    for b in benches:
+        if "config" in b:         # advgen bench
+            c = b["config"]
+            what = f"`{b['file']}`: {c['model']}, batch {c['batch']}, {c['steps']} steps"
+            run = f"{b['device']} ({b.get('cpu_capability', '')}), {c['threads']} threads, median of {c['repeats']}"
+            for name, e in b["methods"].items():
+                if "skipped" in e:
+                    continue
+                ratio = e.get("ratio_vs_torchattacks")
+                acc = (f"{pct(e['targeted_success'])} / {e['mean_l2']:.4f}" if "targeted_success" in e else "—")
+                lines.append(f"| {what} | {name} | {e['images_steps_per_s']:.1f} img·steps/s | "
+                             f"{'—' if ratio is None else f'{ratio:.2f}× torchattacks'} | {acc} | {run} |")
+        else:                     # advgen bench-e2e
+            what = f"`{b['file']}`: {Path(b['recipe']).stem}, {b['images']} images"
+            run = f"{b['device']}, {b['cores']} cores, median of {b['repeats']}"
+            for name, e in b["methods"].items():
+                lines.append(f"| {what} | {name} | {e['seconds']:.1f} s, {e['images_per_s']:.1f} img/s | "
+                             f"{e['ratio_vs_attack_only']:.2f}× attack alone | — | {run} |")
+    return "\n".join(lines)
 
 
 def generation_table(manifests: list[dict]) -> str:
@@ -140,8 +169,9 @@ def generation_table(manifests: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def build_table(rows: list[dict], manifests: Optional[list[dict]] = None) -> str:
-    """The README block: the generated sets (if any), then one row per trained set with how it was measured."""
+def build_table(rows: list[dict], manifests: Optional[list[dict]] = None, benches: Optional[list[dict]] = None) -> str:
+    """The README block: the generated sets (if any), one row per trained set with how it was measured, the
+    benchmarks (if any)."""
     lines = []
     if manifests:
         lines += ["Generated sets (from each output's manifest.json; success and ‖δ‖₂ measured on the stored uint8 "
@@ -154,6 +184,9 @@ def build_table(rows: list[dict], manifests: Optional[list[dict]] = None) -> str
                   "Mean ± std over seeds; seconds per model (train + evaluate). Paper columns: CIFAR-10 / ResNet-50 "
                   "(Table 1, Figure 2b, PAPER_NOTES), where the paper has a number.", ""]
         lines += [f"- {n}" for n in notes] + [""]
+    if benches:
+        lines += ["Speed (`advgen bench`: one batch of targeted l2 PGD; `advgen bench-e2e`: a whole `generate` "
+                  "against the attack alone):", "", bench_table(benches), ""]
     lines.append("Rebuilt by `advgen report`; do not edit by hand.")
     return "\n".join(lines)
 
@@ -175,7 +208,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         files = find_reports(args.reports)
-        table = build_table(load_results(files), load_manifests(files))
+        table = build_table(load_results(files), load_manifests(files), load_benches(files))
         if args.readme:
             readme = Path(args.readme)
             if not readme.is_file():

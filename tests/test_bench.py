@@ -154,7 +154,7 @@ def test_fast_paths_keep_targeted_success(digits_attack_set, kw, tol):
     assert abs(l2 - base_l2) <= L2_RTOL * base_l2, (l2, base_l2)
 
 
-def test_bench_cli_writes_every_field(tmp_path):
+def test_bench_cli_writes_every_field(tmp_path, capsys):
     out = tmp_path / "bench.json"
     p = advgen("bench", "--model", "small_cnn", "--batch", "8", "--steps", "2", "--repeats", "1", "--out", out,
                "--threads", "1", cwd=REPO, timeout=120)
@@ -172,6 +172,12 @@ def test_bench_cli_writes_every_field(tmp_path):
         assert e["ratio_vs_torchattacks"] > 0 and e["peak_memory_mb"] > 0 and e["model_tflops"] > 0
     assert r["methods"]["torchattacks"]["ratio_vs_torchattacks"] == 1.0
     assert r["methods"]["advgen"]["settings"]["precision"] in ("fp32", "bf16")
+
+    from advgen.report import main as report_main           # the README's speed table is built from this JSON
+    assert report_main([str(out)]) == 0
+    e = r["methods"]["advgen"]
+    row = f"| `bench.json`: small_cnn, batch 8, 2 steps | advgen | {e['images_steps_per_s']:.1f} img·steps/s | "
+    assert row + f"{e['ratio_vs_torchattacks']:.2f}× torchattacks |" in capsys.readouterr().out
 
 
 def test_bench_with_checkpoint_reports_success(tmp_path, digits_attack_set, tiny_model):

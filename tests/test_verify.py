@@ -255,7 +255,7 @@ def test_report_adds_the_generated_sets_from_their_manifests(tmp_path, report_di
     assert "| report | d_det |" in out                    # and the verification table (labelled by its folder)
     (tmp_path / "x.json").write_text('{"name": 1}')
     assert main([str(tmp_path / "x.json")]) == 2
-    assert "neither a verification report nor a generation manifest" in capsys.readouterr().err
+    assert "not a verification report, generation manifest or benchmark JSON" in capsys.readouterr().err
 
 
 @pytest.mark.slow
