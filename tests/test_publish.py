@@ -302,6 +302,8 @@ def test_four_configs_publish_and_load(outputs, hub_server, hub_repo_id, hub_api
         ds = load_dataset(hub_repo_id, name, split="train")
         assert_same_as_local(ds, outputs[name], ds.features)
         assert all(r["x0_index"] != r["source_index"] for r in ds)
+        stream = load_dataset(hub_repo_id, name, split="train", streaming=True)
+        assert_same_as_local(list(stream), outputs[name], stream.features)
 
 
 # ------------------------------------------------------------------------------------------------------------------
