@@ -625,7 +625,7 @@ def sample_grid(ts: TrainSet, original, n: int, path: Path, title: str) -> bool:
     picks = [j for j in range(len(ts.labels)) if int(ts.source_index[j]) in pos_of][:n]
     if not picks:
         return False
-    fig, axes = plt.subplots(2, len(picks), figsize=(1.3 * len(picks) + 0.6, 3.2), squeeze=False)
+    fig, axes = plt.subplots(2, len(picks), figsize=(1.3 * len(picks) + 0.6, 3.5), squeeze=False)
     for col, j in enumerate(picks):
         p = pos_of[int(ts.source_index[j])]
         for row, (img, label) in enumerate(((original.images([p])[0], int(original.labels[p])),
@@ -642,7 +642,7 @@ def sample_grid(ts: TrainSet, original, n: int, path: Path, title: str) -> bool:
         axes[0][0].set_ylabel("original", fontsize=9)
         axes[1][0].set_ylabel(title, fontsize=9)
     fig.suptitle(f"{title}: originals (top, true label) and training images (bottom, training label)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=1.2)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
