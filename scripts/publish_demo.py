@@ -1,7 +1,8 @@
 """Publish outputs to the loopback Hub of the tests (tests/hubserver.py) and load every config back: the
 figures of the publishing step (time, sizes, the card's first screen) without a real Hub.
 
-    python scripts/publish_demo.py runs/digits_robust runs/digits_nonrobust runs/digits_rand runs/digits_det
+    python scripts/publish_demo.py runs/digits_robust runs/digits_nonrobust runs/digits_rand runs/digits_det \
+        --report results/digits_uint8/report.json        # options after the outputs go to publish and card
 
 Prints the wall time of `advgen publish` (a real subprocess), of a second publish (no commit), the size of
 each config in the repo, the first 40 lines of the card, and each config's row count from load_dataset.
@@ -20,7 +21,9 @@ port, _ = configure_hub_environment()
 from tests.hubserver import HubServer  # noqa: E402
 
 
-def main(outputs: list[str]) -> int:
+def main(argv: list[str]) -> int:
+    cut = next((i for i, a in enumerate(argv) if a.startswith("--")), len(argv))
+    outputs, extra = argv[:cut], argv[cut:]
     server = HubServer(port=port)
     server.start()
     repo = f"{server.user}/digits-robust-features"
@@ -28,7 +31,7 @@ def main(outputs: list[str]) -> int:
     try:
         for attempt in ("first", "second"):
             t0 = time.perf_counter()
-            p = subprocess.run(["advgen", "publish", *outputs, "--repo-id", repo], env=env, capture_output=True,
+            p = subprocess.run(["advgen", "publish", *outputs, *extra, "--repo-id", repo], env=env, capture_output=True,
                                text=True)
             print(f"advgen publish ({attempt}): exit {p.returncode}, {time.perf_counter() - t0:.1f} s, "
                   f"{len(server.commits(repo))} commits in the repo")
@@ -44,7 +47,7 @@ def main(outputs: list[str]) -> int:
                 sizes[key] = sizes.get(key, 0) + f.size
         for k, v in sorted(sizes.items()):
             print(f"  {k:<28} {v / 1e6:8.2f} MB")
-        card = subprocess.run(["advgen", "card", *outputs, "--repo-id", repo], capture_output=True, text=True).stdout
+        card = subprocess.run(["advgen", "card", *outputs, *extra, "--repo-id", repo], capture_output=True, text=True).stdout
         print("---- card, first 40 lines after the YAML header ----")
         body = card.split("\n---\n", 1)[1] if card.startswith("---") else card
         print("\n".join(body.strip().splitlines()[:40]))
