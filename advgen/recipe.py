@@ -191,7 +191,8 @@ class SourceModelRef:
 
     def validate(self, where: str):
         _check((self.checkpoint is None) != (self.train_recipe is None), where,
-               "give exactly one of 'checkpoint' (a .safetensors path) or 'train_recipe' (a training recipe path)")
+               "give exactly one of 'checkpoint' (a .safetensors or PyTorch .pt path) or 'train_recipe' "
+               "(a training recipe path)")
         if self.train_recipe is not None:
             _check(Path(self.train_recipe).is_file(), f"{where}.train_recipe",
                    f"file {self.train_recipe!r} does not exist")

@@ -315,3 +315,33 @@ def test_main_own_checkpoint_and_bare_net_warning(tmp_path, images, capsys):
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["source_format"] == "advgen" and again["converted_from"]["name"] == "bare.safetensors"
     assert_same(load_checkpoint(tmp_path / "again.safetensors"), ref, images)
+
+
+def test_generate_from_a_pytorch_checkpoint_converts_it_once(tmp_path, tiny_model, monkeypatch):
+    """`model.checkpoint: x.pt` in a generation recipe: converted once into cache/converted/ (weights_only load),
+    then used like any advgen checkpoint; the result equals generating from the safetensors file itself."""
+    from advgen.generate import generate
+    from advgen.recipe import GenerateRecipe, load_recipe
+    from tests.conftest import write_yaml
+
+    monkeypatch.chdir(tmp_path)                      # cache/converted/ lands here
+    model = load_checkpoint(tiny_model)
+    torch.save({"model": model.state_dict(), "epoch": 5}, tmp_path / "digits.pt")
+
+    def recipe(ckpt, out):
+        return load_recipe(write_yaml(tmp_path / f"{out}.yaml", {
+            "name": "pt", "dataset": "d_det", "source": {"kind": "digits", "limit": 24},
+            "model": {"checkpoint": str(ckpt)},
+            "attack": {"kind": "pgd", "norm": "l2", "eps": 1.0, "step_size": 0.5, "steps": 2, "targets": "det"},
+            "output": {"dir": str(tmp_path / out)}, "batch_size": 12, "seed": 0}), GenerateRecipe)
+
+    out = generate(recipe(tmp_path / "digits.pt", "from_pt"))
+    converted, = (tmp_path / "cache" / "converted").glob("digits-*.safetensors")
+    assert converted.name == f"digits-{sha256_file(tmp_path / 'digits.pt')[:12]}.safetensors"
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["checkpoint"]["sha256"] == sha256_file(converted) and m["checkpoint"]["arch"] == "small_cnn"
+    ref = generate(recipe(tiny_model, "from_safetensors"))
+    assert (out / "shards" / "shard-00000.tar").read_bytes() == (ref / "shards" / "shard-00000.tar").read_bytes()
+    stamp = converted.stat().st_mtime_ns
+    generate(recipe(tmp_path / "digits.pt", "again"))                   # converted once, then reused
+    assert converted.stat().st_mtime_ns == stamp

@@ -12,14 +12,31 @@ __all__ = ["Classifier", "CheckpointError", "build_classifier", "load_checkpoint
            "save_checkpoint", "sha256_file", "resolve_checkpoint"]
 
 
+CONVERTED_DIR = Path("cache/converted")
+
+
 def resolve_checkpoint(ref, train_if_missing: bool = True) -> str:
     """Path of the source model's checkpoint for a generation recipe's `model:` block.
 
-    `checkpoint:` is used as is. `train_recipe:` is trained once and cached at that recipe's
-    `checkpoint` path; it is retrained only when the cached JSON records a different recipe.
+    `checkpoint:` is used as is when it is one of ours (.safetensors + .json); a PyTorch file (a plain state dict
+    or the robustness library's layout, read with weights_only=True) is converted once into
+    cache/converted/<name>-<sha256[:12]>.safetensors and that is used. `train_recipe:` is trained once and cached
+    at that recipe's `checkpoint` path; it is retrained only when the cached JSON records a different recipe.
     """
     if ref.checkpoint is not None:
-        return ref.checkpoint
+        src = Path(ref.checkpoint)
+        if src.suffix == ".safetensors":
+            return ref.checkpoint
+        dst = CONVERTED_DIR / f"{src.stem}-{sha256_file(src)[:12]}.safetensors"
+        if not (dst.is_file() and dst.with_suffix(".json").is_file()):
+            if not train_if_missing:
+                raise CheckpointError(f"{ref.checkpoint!r} is not converted yet (expected {str(dst)!r})")
+            from advgen.models.convert import convert_checkpoint
+
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            convert_checkpoint(src, dst, overwrite=True)
+            print(f"converted {ref.checkpoint} -> {dst} (advgen convert-checkpoint does this explicitly)")
+        return str(dst)
     from advgen.recipe import TrainRecipe, load_recipe, to_dict
 
     recipe = load_recipe(ref.train_recipe, TrainRecipe)
