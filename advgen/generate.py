@@ -207,6 +207,8 @@ def run_shard(job, recipe: GenerateRecipe, source: Source, shard: int, start: in
 
 
 def generate(recipe: GenerateRecipe, overwrite: bool = False) -> Path:
+    if recipe.device == "cuda" and not torch.cuda.is_available():
+        raise RecipeError("device: 'cuda' but torch sees no CUDA device here; use device: auto or cpu")
     state = make_state()
     t_start = time.time()
     out = Path(recipe.output.dir)

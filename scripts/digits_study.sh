@@ -63,5 +63,16 @@ advgen verify recipes/verify_digits_study.yaml --only baseline_adv report_dir=$S
 advgen train recipes/digits_robust_model.yaml train.adversarial.eps=1.5 train.adversarial.step_size=0.375 \
     train.adversarial.random_start=true checkpoint=$S/robust_model_eps1.5_rs.safetensors
 
+# -- 7. lever: the robust source model trained with random starts, and a wider one (width 64); 10 seeds each --
+advgen train recipes/digits_robust_model.yaml train.adversarial.random_start=true checkpoint=$S/robust_rs.safetensors
+advgen generate recipes/digits_robust.yaml output.dir=$S/robust_rs "model={checkpoint: $S/robust_rs.safetensors}"
+advgen verify recipes/verify_digits_study.yaml --only d_robust report_dir=results/digits_robust_rs \
+    "eval.extra_eps=[0.5, 1.0]" datasets.d_robust.path=$S/robust_rs
+advgen train recipes/digits_robust_model.yaml model.width=64 train.adversarial.random_start=true \
+    checkpoint=$S/robust_w64.safetensors
+advgen generate recipes/digits_robust.yaml output.dir=$S/robust_w64 "model={checkpoint: $S/robust_w64.safetensors}"
+advgen verify recipes/verify_digits_study.yaml --only d_robust report_dir=results/digits_robust_w64 \
+    "eval.extra_eps=[0.5, 1.0]" datasets.d_robust.path=$S/robust_w64
+
 # -- the README block from the reports --
 advgen report reports/verify_digits_study $S/uint8

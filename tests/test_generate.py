@@ -154,6 +154,16 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, tiny_model):
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU-only message")
+def test_device_cuda_without_cuda_is_a_clear_error(tmp_path, tiny_model):
+    recipe = small_recipe(tmp_path / "r.yaml", tiny_model, tmp_path / "out")
+    p = advgen("generate", recipe, "device=cuda", check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines() == ["advgen generate: error: device: 'cuda' but torch sees no CUDA device "
+                                             "here; use device: auto or cpu"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_digits_det_recipe_end_to_end(tmp_path):
     """The README's main job, as shipped (the source model is trained into cache/ once)."""
     out = tmp_path / "digits_det"
@@ -190,3 +200,23 @@ def test_fast_default_matches_exact_fp32_and_is_recorded(reference, tmp_path):
     assert 0 <= slow["speed"]["writer_wait_seconds"] <= slow["seconds"]["total_last_run"]
     assert abs(fast["stats"]["mean_success"] - slow["stats"]["mean_success"]) <= 0.02      # 3 of 150 images
     assert fast["stats"]["mean_l2"] == pytest.approx(slow["stats"]["mean_l2"], rel=0.01)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
+def test_cuda_generate_auto_batch_staged_source_and_fast_path(reference, tmp_path):
+    """On a GPU: batch_size auto is probed, the source is staged on the device, and the default fast path (bf16
+    where native) keeps targeted success within 2 points and mean l2 within 2% of exact fp32 on the same GPU."""
+    from advgen.generate import generate
+    from advgen.recipe import GenerateRecipe, load_recipe
+
+    recipe, _ = reference
+    runs = {}
+    for name, over in (("fast", ["batch_size=auto"]),
+                       ("exact", ["precision=fp32", "channels_last=false", "fuse_bn=false"])):
+        out = generate(load_recipe(recipe, GenerateRecipe, [f"output.dir={tmp_path / name}", "device=cuda", *over]))
+        runs[name] = json.loads((out / "manifest.json").read_text())
+    fast, exact = runs["fast"], runs["exact"]
+    assert fast["speed"]["device"] == "cuda" and 1 <= fast["speed"]["batch_size"] <= 1024
+    assert abs(fast["stats"]["mean_success"] - exact["stats"]["mean_success"]) <= 0.02
+    assert fast["stats"]["mean_l2"] == pytest.approx(exact["stats"]["mean_l2"], rel=0.02)
