@@ -74,5 +74,15 @@ advgen generate recipes/digits_robust.yaml output.dir=$S/robust_w64 "model={chec
 advgen verify recipes/verify_digits_study.yaml --only d_robust report_dir=results/digits_robust_w64 \
     "eval.extra_eps=[0.5, 1.0]" datasets.d_robust.path=$S/robust_w64
 
+# -- 8. lever: a robust source model trained at eps 0.5 (99% clean, 81% at 0.5), and the normalised inversion loss --
+advgen train recipes/digits_robust_model.yaml train.adversarial.eps=0.5 train.adversarial.step_size=0.125 \
+    train.adversarial.random_start=true checkpoint=$S/robust_e05.safetensors
+advgen generate recipes/digits_robust.yaml output.dir=$S/robust_e05 "model={checkpoint: $S/robust_e05.safetensors}"
+advgen verify recipes/verify_digits_study.yaml --only d_robust report_dir=results/digits_robust_e05 \
+    "eval.extra_eps=[0.5, 1.0]" datasets.d_robust.path=$S/robust_e05
+advgen generate recipes/digits_robust.yaml output.dir=$S/robust_norm attack.normalize_loss=true
+advgen verify recipes/verify_digits_study.yaml --only d_robust report_dir=results/digits_robust_norm \
+    "eval.extra_eps=[0.5, 1.0]" datasets.d_robust.path=$S/robust_norm
+
 # -- the README block from the reports --
 advgen report reports/verify_digits_study $S/uint8
