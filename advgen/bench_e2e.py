@@ -37,22 +37,13 @@ def attack_only(recipe) -> dict:
     """generate's attack path on every shard, without writing; returns {seconds, images}."""
     import torch
 
-    from advgen.attacks.fast import prepare
-    from advgen.generate import JOBS, resolve_batch_size, run_shard
-    from advgen.models import load_checkpoint, resolve_checkpoint
-    from advgen.sources import load_source
+    from advgen.generate import build_job, run_shard
+    from advgen.models import resolve_checkpoint
 
     device = torch.device("cuda" if torch.cuda.is_available() and recipe.device != "cpu" else "cpu")
     ckpt = resolve_checkpoint(recipe.model, train_if_missing=False)
     t0 = time.perf_counter()
-    model = load_checkpoint(ckpt, device=device).eval().requires_grad_(False)
-    source = load_source(recipe.source, recipe.source.split)
-    if device.type == "cuda":
-        source = source.staged(device)
-    fast, dtype = prepare(model, precision=recipe.precision, channels_last=recipe.channels_last,
-                          compile=recipe.compile, fuse_bn=recipe.fuse_bn, device=device)
-    job = JOBS[recipe.attack.kind](recipe, model, fast, source, device, dtype)
-    batch = resolve_batch_size(recipe, job, source, device)
+    job, source, batch, _ = build_job(recipe, ckpt, device)
     setup = time.perf_counter() - t0
     n, size = len(source), recipe.output.shard_size
     t0 = time.perf_counter()

@@ -220,21 +220,7 @@ def generate(recipe: GenerateRecipe, overwrite: bool = False) -> Path:
     state.wait_for_everyone()
     ckpt = resolve_checkpoint(recipe.model, train_if_missing=False)
     device = state.device if torch.cuda.is_available() and recipe.device != "cpu" else torch.device("cpu")
-    model = load_checkpoint(ckpt, device=device).eval().requires_grad_(False)
-    source = load_source(recipe.source, recipe.source.split)
-    model_classes = read_meta(ckpt)["num_classes"]
-    if source.num_classes != model_classes:
-        raise RecipeError(f"model.checkpoint {ckpt!r} has {model_classes} classes but the source "
-                          f"has {source.num_classes}; train a model on this source")
-    if device.type == "cuda":
-        source = source.staged(device)        # the whole split on the GPU: no host->device copy per batch
-    fast, dtype = prepare(model, precision=recipe.precision, channels_last=recipe.channels_last,
-                          compile=recipe.compile, fuse_bn=recipe.fuse_bn, device=device)
-    job = JOBS[recipe.attack.kind](recipe, model, fast, source, device, dtype)
-    batch_size = resolve_batch_size(recipe, job, source, device)
-    speed = {"device": device.type, "autocast": str(dtype).replace("torch.", "") if dtype else "fp32",
-             "channels_last": fast.channels_last, "compile": fast.compiled, "fuse_bn": recipe.fuse_bn,
-             "batch_size": batch_size}
+    job, source, batch_size, speed = build_job(recipe, ckpt, device)
     if state.is_main_process:
         print(f"{recipe.name}: {speed}", flush=True)
 
@@ -274,6 +260,26 @@ def generate(recipe: GenerateRecipe, overwrite: bool = False) -> Path:
     return out
 
 
+def build_job(recipe: GenerateRecipe, ckpt: str, device):
+    """The recipe's attack on `device`: (job, source, batch size, the speed settings that will run)."""
+    model = load_checkpoint(ckpt, device=device).eval().requires_grad_(False)
+    source = load_source(recipe.source, recipe.source.split)
+    model_classes = read_meta(ckpt)["num_classes"]
+    if source.num_classes != model_classes:
+        raise RecipeError(f"model.checkpoint {ckpt!r} has {model_classes} classes but the source "
+                          f"has {source.num_classes}; train a model on this source")
+    if device.type == "cuda":
+        source = source.staged(device)        # the whole split on the GPU: no host->device copy per batch
+    fast, dtype = prepare(model, precision=recipe.precision, channels_last=recipe.channels_last,
+                          compile=recipe.compile, fuse_bn=recipe.fuse_bn, device=device)
+    job = JOBS[recipe.attack.kind](recipe, model, fast, source, device, dtype)
+    batch_size = resolve_batch_size(recipe, job, source, device)
+    speed = {"device": device.type, "autocast": str(dtype).replace("torch.", "") if dtype else "fp32",
+             "channels_last": fast.channels_last, "compile": fast.compiled, "fuse_bn": recipe.fuse_bn,
+             "batch_size": batch_size}
+    return job, source, batch_size, speed
+
+
 def resolve_batch_size(recipe: GenerateRecipe, job, source: Source, device) -> int:
     """The recipe's batch size; "auto": 250 on CPU, on a GPU the largest from 1024 down (x0.9 per OOM) for which
     one attack step of this job runs."""
@@ -281,16 +287,13 @@ def resolve_batch_size(recipe: GenerateRecipe, job, source: Source, device) -> i
         return recipe.batch_size
     n = min(len(source), 1024)
 
+    one_step = type(job)(dataclasses.replace(recipe, attack=dataclasses.replace(recipe.attack, steps=1)),
+                         job.model, job.fast, source, device, job.dtype)
+
     def probe(b):
         pos = torch.arange(min(b, n)).repeat((b + n - 1) // n)[:b]
         x = source.images(pos).to(device).float() / 255.0
-        one = dataclasses.replace(recipe.attack, steps=1)
-        plan = job.plan(pos, torch.Generator().manual_seed(0))
-        saved, job.r = job.r, dataclasses.replace(job.r, attack=one)
-        try:
-            job.run(x, source.labels[pos].to(device), plan)
-        finally:
-            job.r = saved
+        one_step.run(x, source.labels[pos].to(device), one_step.plan(pos, torch.Generator().manual_seed(0)))
         torch.cuda.synchronize(device)
 
     return auto_batch_size(probe, 1024, device=device) if device.type == "cuda" else 250

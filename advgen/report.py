@@ -85,39 +85,43 @@ def find_reports(paths: list[str]) -> list[Path]:
     return out
 
 
-def _read(f: Path) -> dict:
-    try:
-        obj = json.loads(f.read_text())
-        assert isinstance(obj, dict) and ("results" in obj or {"shards", "stats", "dataset"} <= set(obj)
-                                          or {"methods", "config"} <= set(obj) or {"methods", "recipe"} <= set(obj))
-        return obj
-    except (json.JSONDecodeError, AssertionError, UnicodeDecodeError) as e:
-        raise ReportError(f"{f}: not a verification report, generation manifest or benchmark JSON "
-                          f"({type(e).__name__})") from None
+def kind_of(obj) -> Optional[str]:
+    """"report" (advgen verify), "manifest" (advgen generate), "bench" (advgen bench / bench-e2e) or None."""
+    if not isinstance(obj, dict):
+        return None
+    if "results" in obj:
+        return "report"
+    if {"shards", "stats", "dataset"} <= set(obj):
+        return "manifest"
+    if "methods" in obj and ("config" in obj or "recipe" in obj):
+        return "bench"
+    return None
 
 
-def load_results(files: list[Path]) -> list[dict]:
-    rows = []
+def load_all(files: list[Path]) -> dict[str, list]:
+    """Each file read once: {"rows": verification rows, "manifests": [...], "benches": [...]}."""
+    out: dict[str, list] = {"rows": [], "manifests": [], "benches": []}
     for f in files:
-        report = _read(f)
-        if "results" not in report:
-            continue
-        if not isinstance(report["results"], list):
-            raise ReportError(f"{f}: 'results' is not a list; not a verification report")
-        name = report.get("name", f.parent.name)     # the report's folder when it is not the default reports/<name>
-        label = f.parent.name if f.name == "report.json" and f.parent.name != name else name
-        for r in report["results"]:
-            rows.append(dict(r, recipe=label, report_seeds=report.get("seeds"),
-                             report_eval=report.get("eval", {})))
-    return rows
-
-
-def load_manifests(files: list[Path]) -> list[dict]:
-    return [m for m in map(_read, files) if "shards" in m and "results" not in m]
-
-
-def load_benches(files: list[Path]) -> list[dict]:
-    return [dict(b, file=f.name) for f, b in zip(files, map(_read, files)) if "methods" in b]
+        try:
+            obj = json.loads(f.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ReportError(f"{f}: not JSON ({type(e).__name__}); name a report, manifest or benchmark "
+                              "JSON") from None
+        kind = kind_of(obj)
+        if kind is None:
+            raise ReportError(f"{f}: not a verification report, generation manifest or benchmark JSON")
+        if kind == "manifest":
+            out["manifests"].append(obj)
+        elif kind == "bench":
+            out["benches"].append(dict(obj, file=f.name))
+        else:
+            if not isinstance(obj["results"], list):
+                raise ReportError(f"{f}: 'results' is not a list; not a verification report")
+            name = obj.get("name", f.parent.name)     # the report's folder when it is not the default reports/<name>
+            label = f.parent.name if f.name == "report.json" and f.parent.name != name else name
+            out["rows"] += [dict(r, recipe=label, report_seeds=obj.get("seeds"), report_eval=obj.get("eval", {}))
+                            for r in obj["results"]]
+    return out
 
 
 def bench_table(benches: list[dict]) -> str:
@@ -207,8 +211,8 @@ def main(argv=None) -> int:
     p.add_argument("--readme", help="replace the block between the results markers in this file")
     args = p.parse_args(argv)
     try:
-        files = find_reports(args.reports)
-        table = build_table(load_results(files), load_manifests(files), load_benches(files))
+        found = load_all(find_reports(args.reports))
+        table = build_table(found["rows"], found["manifests"], found["benches"])
         if args.readme:
             readme = Path(args.readme)
             if not readme.is_file():

@@ -609,7 +609,7 @@ def verified_outputs(recipe: VerifyRecipe) -> dict[Path, list[str]]:
     """{local advgen output dir: names of the recipe's entries trained on it} (Hub ids and plain dirs: none)."""
     outs: dict[Path, list[str]] = {}
     for name, entry in recipe.datasets.items():
-        if entry.kind == "generated" and (Path(entry.path) / "manifest.json").is_file():
+        if entry.kind == "generated" and locate(entry) == "advgen":
             outs.setdefault(Path(entry.path), []).append(name)
     return outs
 
