@@ -11,8 +11,9 @@ comes from the Jinja template dataset_cards/dataset_card.md.j2. Config names are
 the repo, so the card's data_files and what `advgen publish` uploads cannot drift apart.
 
 The card is byte-stable: it is a function of the output files and reports only (no dates, no absolute paths,
-configs in a fixed order), so publishing unchanged outputs again changes nothing. Rendering four digits configs
-takes ~0.1 s (it reads parquet schemas, not the data).
+configs in a fixed order), so publishing unchanged outputs again changes nothing. Every output is checked before a
+card is made of it, as `advgen publish` does (manifest and markers of the right shape and agreeing, sha256 of every
+file as recorded): ~1 s per GB; four digits configs take well under a second.
 
 Verification reports (`advgen verify`): JSON with a list `results`, one entry per trained model, each with at
 least dataset, model, std_acc, robust_acc, eps, paper_std_acc, paper_robust_acc, expected, passed, seconds
@@ -26,6 +27,7 @@ the PNGs; where both exist for a config and model, the card shows the accuracy d
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -35,9 +37,8 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import quote
 
-# The output layout of advgen.writers, named here rather than imported: advgen.writers.shards imports torch (~5 s
-# for a CLI that needs none); tests/test_publish.py checks that the names agree.
-MANIFEST, MARKER_DIR = "manifest.json", "markers"
+# The output layout (advgen.writers.layout has no torch import: this CLI needs none).
+from advgen.writers.layout import MANIFEST, MARKER_DIR, marker_path, marker_problem, shard_entry_problem  # noqa: E402
 
 TEMPLATE = "dataset_card.md.j2"
 
@@ -164,11 +165,12 @@ def load_config(out) -> ConfigSource:
                                     "to resume it") from None
     try:
         manifest = json.loads(manifest_bytes)
-    except json.JSONDecodeError as e:
-        raise IncompleteOutputError(f"{out}/{MANIFEST} is not valid JSON ({e.msg}); re-run the recipe") from None
-    for key in ("dataset", "shards", "count", "recipe", "checkpoint", "source", "stats"):
-        if key not in manifest:
-            raise IncompleteOutputError(f"{out}/{MANIFEST} has no {key!r}; it was not written by advgen generate")
+    except ValueError as e:
+        raise IncompleteOutputError(f"{out}/{MANIFEST} is not valid JSON ({e}); re-run the recipe") from None
+    problem = manifest_problem(manifest)
+    if problem:
+        raise IncompleteOutputError(f"{out}/{MANIFEST} {problem}; it was not written by advgen generate — re-run "
+                                    "the recipe")
     if manifest["dataset"] not in CONFIGS:
         raise CardError(f"{out}/{MANIFEST}: unknown dataset {manifest['dataset']!r}; "
                         f"expected one of {', '.join(CONFIG_ORDER)}")
@@ -193,7 +195,95 @@ def load_config(out) -> ConfigSource:
             raise CardError(f"{out}: {rel} has other columns than {parquets[0]}; regenerate the output")
         cfg.num_bytes += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
     cfg.features = Features.from_arrow_schema(schema)
+    check_output(cfg)
     return cfg
+
+
+MANIFEST_FIELDS = {"dataset": str, "shards": list, "count": int, "recipe": dict, "checkpoint": dict, "source": dict,
+                   "stats": dict}
+
+
+def manifest_problem(m) -> Optional[str]:
+    """What is wrong with the shape of a manifest read from JSON ("has no 'count'"), or None."""
+    if not isinstance(m, dict):
+        return f"is a JSON {type(m).__name__}, not an object"
+    for key, kind in MANIFEST_FIELDS.items():
+        if key not in m:
+            return f"has no {key!r}"
+        if not isinstance(m[key], kind) or isinstance(m[key], bool):
+            return f"has a {key!r} that is not a {kind.__name__}"
+    if not isinstance(m["recipe"].get("attack"), dict):
+        return "has no 'recipe.attack'"
+    for i, entry in enumerate(m["shards"]):
+        problem = shard_entry_problem(entry, i)
+        if problem:
+            return f"lists shard {i} wrongly ({problem})"
+    return None
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_output(cfg: ConfigSource):
+    """Everything the manifest promises is there and intact; raises IncompleteOutputError naming the first problem."""
+    out, m = cfg.out, cfg.manifest
+    shards = m["shards"]
+    n = m.get("num_shards", len(shards))
+    if len(shards) != n:
+        raise IncompleteOutputError(f"{out}: manifest lists {len(shards)} shards but num_shards is {n}; re-run the "
+                                    "recipe")
+    if sum(s["count"] for s in shards) != m["count"]:
+        raise IncompleteOutputError(f"{out}: shard counts in the manifest do not add up to count {m['count']}")
+    for i, s in enumerate(shards):
+        mp = marker_path(out, i)
+        if not mp.is_file():
+            raise IncompleteOutputError(f"{out}: shard {i} has no marker ({MARKER_DIR}/{mp.name}); the output is "
+                                        "incomplete, re-run the same recipe to redo it")
+        try:
+            marker = json.loads(mp.read_text())
+        except ValueError:
+            raise IncompleteOutputError(f"{out}: marker {MARKER_DIR}/{mp.name} is not valid JSON; re-run the "
+                                        "recipe") from None
+        problem = marker_problem(marker, i)
+        if problem:
+            raise IncompleteOutputError(f"{out}: marker {MARKER_DIR}/{mp.name} is not a shard marker ({problem}); "
+                                        "re-run the recipe to redo the shard")
+        for key in ("tar", "tar_sha256", "parquet", "parquet_sha256", "count"):
+            if marker.get(key) != s.get(key):
+                raise IncompleteOutputError(f"{out}: shard {i}: marker and manifest disagree on {key!r}; the output "
+                                            "was modified after generation, re-run the recipe with --overwrite")
+        for key in ("tar", "parquet"):
+            f = out / s[key]
+            if not f.is_file():
+                raise IncompleteOutputError(f"{out}: {s[key]} is missing; re-run the same recipe to redo shard {i}")
+            if sha256_file(f) != s[f"{key}_sha256"]:
+                raise IncompleteOutputError(f"{out}: {s[key]} does not match its sha256 in the manifest; the file "
+                                            "changed after generation, re-run the recipe to redo it")
+
+
+def public_manifest(cfg: ConfigSource) -> bytes:
+    """The manifest as published: every absolute local path made relative to the output ("." for the output dir
+    itself) or cut to its file name; the rest as written."""
+    root = cfg.out.resolve()
+
+    def clean(v):
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        if isinstance(v, str) and (os.path.isabs(v) or v.startswith("~")):
+            p = Path(v).expanduser().resolve()
+            return p.relative_to(root).as_posix() if p == root or root in p.parents else p.name
+        return v
+
+    m = clean(cfg.manifest)
+    m["recipe"].setdefault("output", {})["dir"] = "."
+    return (json.dumps(m, indent=2) + "\n").encode()
 
 
 def load_configs(outs) -> list[ConfigSource]:

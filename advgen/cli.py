@@ -4,6 +4,7 @@
     advgen generate recipes/digits_det.yaml [KEY=VALUE ...] [--overwrite]
     advgen convert-checkpoint SRC DST
     advgen verify recipes/verify_digits_det.yaml
+    advgen reproduce recipes/reproduce_cpu.yaml   (Table 1 / Figure 2b in one command; --plan: FLOPs per stage)
     advgen report  |  advgen card OUT...  |  advgen publish OUT... --repo-id ID  |  advgen bench ...  |  advgen bench-e2e RECIPE
 """
 
@@ -20,8 +21,11 @@ COMMANDS = {
     "report": ("advgen.report", "rebuild the README results table from verification reports"),
     "card": ("advgen.cards", "render the dataset card of one or more outputs, without uploading"),
     "publish": ("advgen.publish", "publish outputs as one multi-config dataset repo on the Hub"),
+    "reproduce": ("advgen.reproduce", "Table 1 / Figure 2b in one command: source models, four sets, verification"),
     "bench": ("advgen.bench", "time the attack against the bare loop and torchattacks"),
     "bench-e2e": ("advgen.bench_e2e", "time end-to-end generate against the attack alone, 1 vs N processes"),
+    "gaussian": ("advgen.gaussian", "the Section 4 Gaussian model: measured vs Theorems 1-3, Figure 4"),
+    "transfer": ("advgen.transfer", "Figure 3: accuracy when trained on D̂rand/D̂det against transfer rate, per arch"),
 }
 
 

@@ -4,11 +4,19 @@
     accelerate launch --multi_gpu --num_processes 2 advgen/generate.py recipes/digits_det.yaml
     advgen generate recipes/digits_det.yaml attack.eps=1.5 output.dir=runs/x  # same, console script
 
-Each rank takes the shards i with i % world_size == rank; shard i is always the same source
-positions, with its own seeded generator, split into the same batches, so the bytes written do not
-depend on the number of processes. Finished shards (valid marker + checksums) are skipped, so a re-run
-after a crash resumes. The main process writes README.md and manifest.json after every rank is done;
-an output without manifest.json is incomplete.
+Every rank lists the shards still to do (no valid marker) before anyone writes, and takes every
+world_size-th of that list; shard i is always the same source positions, with its own seeded generator,
+split into the same batches, so the bytes written do not depend on the number of processes or on how
+often the run was resumed. Finished shards (valid marker + checksums) are skipped, so a re-run after a
+crash resumes; each marker records what the shard was made from (checkpoint sha256, source fingerprint,
+advgen version), and a resume whose inputs differ is refused (or, with --redo-mismatched, redoes those
+shards). The main process writes README.md and manifest.json after every rank is done; an output without
+manifest.json is incomplete.
+
+Everything that can fail (recipe, output dir, checkpoint, source, their fit) is checked before anything is
+written; each failure is one line on stderr and exit 2. --overwrite deletes only a recognisable advgen
+output, never the working directory, a directory above it, the home directory or a root. Each rank runs
+OMP_NUM_THREADS torch threads when that is set, else the machine's cores / local ranks.
 
 Cost on 2 CPU cores: recipes/digits_det.yaml (1,257 images, 100 steps, small CNN) ~30 s end to end.
 """
@@ -21,9 +29,14 @@ import sys
 if __package__ in (None, ""):   # run as a script (accelerate launch advgen/generate.py): make `advgen` importable
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# cuBLAS reads this when its first handle is made: it is what lets `deterministic: true` hold for matmuls on CUDA.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
 import argparse
 import concurrent.futures
 import dataclasses
+import datetime
+import json
 import shutil
 import time
 from pathlib import Path
@@ -40,16 +53,42 @@ from advgen.models import load_checkpoint, resolve_checkpoint, sha256_file
 from advgen.models.checkpoint import CheckpointError, read_meta
 from advgen.recipe import GenerateRecipe, RecipeError, dump_recipe, load_recipe, to_dict
 from advgen.sources import Source, load_source
-from advgen.writers.manifest import (MANIFEST, RECIPE, advgen_version, aggregate, git_sha, write_hf_readme,
-                                     write_manifest)
+from advgen.writers.layout import MARKER_DIR
+from advgen.writers.manifest import (MANIFEST, RECIPE, advgen_version, aggregate, git_sha, library_versions,
+                                     write_hf_readme, write_manifest)
 from advgen.writers.shards import Sample, clear_shard, read_marker, write_shard
+
+# Rank 0 may train a missing source model (hours for a ResNet-50) while the other ranks wait in a barrier;
+# the process group's default timeout (10 min for NCCL) would kill them.
+PROCESS_GROUP_TIMEOUT = datetime.timedelta(hours=24)
+
+
+def local_world_size() -> int:
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
 def make_state():
+    """This process's accelerate state (the one place it is made).
+
+    Without CUDA, accelerate's CPU path needs cpu=True to start a gloo group across ranks; with more local ranks
+    than visible GPUs (2 processes on 1 GPU) NCCL refuses to put two ranks on one device, so those use gloo too.
+    """
     from accelerate import PartialState
 
-    # Without CUDA, accelerate's CPU path needs cpu=True to start a gloo group across ranks.
-    return PartialState(cpu=not torch.cuda.is_available())
+    cuda = torch.cuda.is_available()
+    kwargs = {"timeout": PROCESS_GROUP_TIMEOUT}
+    if cuda and "LOCAL_RANK" in os.environ and local_world_size() > torch.cuda.device_count():
+        kwargs["backend"] = "gloo"
+    return PartialState(cpu=not cuda, **kwargs)
+
+
+def threads_per_rank() -> int:
+    """OMP_NUM_THREADS when set, else the cores this process may run on divided among the local ranks (torch's
+    default, all cores in every rank, oversubscribes the machine as soon as there are two ranks)."""
+    if os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // local_world_size())
 
 
 def shard_seed(seed: int, shard: int) -> int:
@@ -62,7 +101,11 @@ def check_output(out: Path, recipe: GenerateRecipe, overwrite: bool):
         return
     saved = out / RECIPE
     if saved.is_file():
-        old = yaml.safe_load(saved.read_text())
+        try:
+            old = yaml.safe_load(saved.read_text())
+        except (OSError, ValueError, yaml.YAMLError) as e:
+            raise RecipeError(f"output.dir {str(out)!r} holds a {RECIPE} that cannot be read ({type(e).__name__}); "
+                              "choose another output.dir or pass --overwrite") from None
         new = yaml.safe_load(yaml.safe_dump(to_dict(recipe)))
         if old != new:
             diffs = _diff(old, new)
@@ -82,10 +125,75 @@ def _diff(a, b, prefix=""):
     return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} -> {b!r}"]
 
 
+def check_output_dir(out: Path, overwrite: bool):
+    """Refuse an output dir that cannot be written or must not be deleted; read-only, so every rank runs it, before
+    anything is written."""
+    where = f"output.dir {str(out)!r}"
+    fix = "give the output a directory of its own, e.g. output.dir=runs/x"
+    path, cwd, home = out.resolve(), Path.cwd().resolve(), Path.home().resolve()
+    if path == Path(path.anchor):
+        raise RecipeError(f"{where} is a filesystem root; {fix}")
+    if path == cwd or path in cwd.parents:
+        raise RecipeError(f"{where} is the working directory or a directory above it; {fix}")
+    if path == home or path in home.parents:
+        raise RecipeError(f"{where} is the home directory or a directory above it; {fix}")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise RecipeError(f"{where}: {str(existing)!r} is a file, not a directory; choose another output.dir")
+    if not os.access(existing, os.W_OK | os.X_OK | (os.R_OK if existing == path else 0)):
+        raise RecipeError(f"{where} is not writable ({str(existing)!r} does not let this user create files); "
+                          "choose another output.dir or fix its permissions")
+    if overwrite and path.is_dir() and any(path.iterdir()) and not is_advgen_output(path):
+        raise RecipeError(f"{where} is not an advgen output (no {RECIPE}, {MANIFEST} or {MARKER_DIR}/ of one), so "
+                          "--overwrite will not delete it; choose another output.dir or empty it yourself")
+
+
+def is_advgen_output(out: Path) -> bool:
+    """out holds a generation recipe, an advgen manifest or shard markers: what --overwrite may delete."""
+    if any((out / MARKER_DIR).glob("shard-*.json")):
+        return True
+    try:
+        recipe = yaml.safe_load((out / RECIPE).read_text()) if (out / RECIPE).is_file() else None
+        manifest = json.loads((out / MANIFEST).read_text()) if (out / MANIFEST).is_file() else None
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return ((isinstance(recipe, dict) and {"name", "source", "model", "attack", "output"} <= set(recipe))
+            or (isinstance(manifest, dict) and "advgen_version" in manifest))
+
+
+def shards_to_do(out: Path, num_shards: int, provenance: dict, overwrite: bool, redo_mismatched: bool) -> list[int]:
+    """The shards this run makes: those without a valid marker, plus (with redo_mismatched) those made from other
+    inputs. Read-only and the same on every rank, so it runs on every rank before anyone writes."""
+    if overwrite or not out.is_dir():
+        return list(range(num_shards))
+    todo, mismatched = [], []
+    for i in range(num_shards):
+        marker = read_marker(out, i)
+        if marker is None:
+            todo.append(i)
+            continue
+        made_from = marker.get("provenance")
+        diff = [k for k in provenance if (made_from or {}).get(k) != provenance[k]]
+        if diff:
+            todo.append(i)
+            mismatched.append((i, diff[0], made_from))
+    if mismatched and not redo_mismatched:
+        i, key, made_from = mismatched[0]
+        was = "records no provenance (an older advgen made it)" if made_from is None else \
+            f"was made with {key} {_short(made_from.get(key))}, this run has {_short(provenance[key])}"
+        raise RecipeError(f"output.dir {str(out)!r}: {len(mismatched)} finished shard(s) come from other inputs "
+                          f"(shard {i} {was}); pass --redo-mismatched to redo them, or choose another output.dir")
+    return todo
+
+
+def _short(v) -> str:
+    return repr(v[:12] + "…") if isinstance(v, str) and len(v) > 16 else repr(v)
+
+
 def prepare_output(out: Path, recipe: GenerateRecipe, overwrite: bool):
-    """Main process only, after check_output on every rank."""
+    """Main process only, after check_output_dir, check_output and every check of the inputs, on every rank."""
     if overwrite and out.exists():
-        shutil.rmtree(out)
+        shutil.rmtree(out)     # check_output_dir made sure it is an advgen output, not the cwd, home or a root
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)   # an output being (re)generated is not complete
     dump_recipe(recipe, out / RECIPE)
@@ -206,29 +314,38 @@ def run_shard(job, recipe: GenerateRecipe, source: Source, shard: int, start: in
     return samples, stats, seconds
 
 
-def generate(recipe: GenerateRecipe, overwrite: bool = False) -> Path:
+def generate(recipe: GenerateRecipe, overwrite: bool = False, redo_mismatched: bool = False) -> Path:
+    """Make (or resume) the recipe's output; returns its dir. Raises RecipeError / CheckpointError, with nothing
+    written, for any bad input."""
     if recipe.device == "cuda" and not torch.cuda.is_available():
         raise RecipeError("device: 'cuda' but torch sees no CUDA device here; use device: auto or cpu")
+    out = Path(recipe.output.dir)
+    check_output_dir(out, overwrite)
+    check_output(out, recipe, overwrite)
     state = make_state()
     t_start = time.time()
-    out = Path(recipe.output.dir)
-    check_output(out, recipe, overwrite)
-    state.wait_for_everyone()
     if state.is_main_process:
-        prepare_output(out, recipe, overwrite)
-        resolve_checkpoint(recipe.model)     # trains and caches a train_recipe's model once
+        resolve_checkpoint(recipe.model)     # trains and caches a train_recipe's model once (into its cache, not out)
     state.wait_for_everyone()
     ckpt = resolve_checkpoint(recipe.model, train_if_missing=False)
     device = state.device if torch.cuda.is_available() and recipe.device != "cpu" else torch.device("cpu")
+    if device.type == "cuda":
+        set_deterministic(recipe.deterministic)
     job, source, batch_size, speed = build_job(recipe, ckpt, device)
-    if state.is_main_process:
-        print(f"{recipe.name}: {speed}", flush=True)
-
+    provenance = {"checkpoint_sha256": sha256_file(ckpt), "source_fingerprint": source.fingerprint(),
+                  "advgen_version": advgen_version()}
     n, size = len(source), recipe.output.shard_size
     num_shards = (n + size - 1) // size
-    mine = [i for i in range(num_shards) if i % state.num_processes == state.process_index]
-    todo = [i for i in mine if read_marker(out, i) is None]
-    pending = sum(min(size, n - i * size) for i in todo)
+    # Every rank lists the same shards to do before anyone writes; the remaining ones are dealt round-robin, so a
+    # resume keeps every rank busy (each shard's content is fixed, so who makes it does not change its bytes).
+    todo = shards_to_do(out, num_shards, provenance, overwrite, redo_mismatched)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        prepare_output(out, recipe, overwrite)
+        print(f"{recipe.name}: {speed}", flush=True)
+    state.wait_for_everyone()
+    mine = todo[state.process_index::state.num_processes]
+    pending = sum(min(size, n - i * size) for i in mine)
     bar = tqdm(total=pending, desc=f"{recipe.name} [{state.num_processes} proc]", unit="img",
                disable=not state.is_main_process)
     # Shards are written by a background thread while the next shard is attacked; `waited` is the time the attack
@@ -236,13 +353,13 @@ def generate(recipe: GenerateRecipe, overwrite: bool = False) -> Path:
     t_setup, waited = time.time() - t_start, 0.0
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         futures = []
-        for i in todo:
+        for i in mine:
             clear_shard(out, i)
             samples, stats, secs = run_shard(job, recipe, source, i, i * size, min(n, (i + 1) * size), device, bar,
                                              batch_size)
             stats["attack_seconds"] = secs
             futures.append(pool.submit(write_shard, out, i, samples, source.class_names, stats,
-                                       recipe.output.hf_export, state.process_index))
+                                       recipe.output.hf_export, state.process_index, provenance))
             t0 = time.perf_counter()
             while len(futures) > 1:            # at most one shard waiting to be written
                 futures.pop(0).result()
@@ -254,20 +371,32 @@ def generate(recipe: GenerateRecipe, overwrite: bool = False) -> Path:
     bar.close()
     state.wait_for_everyone()
     if state.is_main_process:
-        speed.update(setup_seconds=round(t_setup, 2), writer_wait_seconds=round(waited, 2))
-        finalize(out, recipe, source, ckpt, num_shards, state.num_processes, time.time() - t_start, speed)
+        speed.update(threads=torch.get_num_threads(), setup_seconds=round(t_setup, 2),
+                     writer_wait_seconds=round(waited, 2))
+        finalize(out, recipe, source, ckpt, num_shards, state.num_processes, time.time() - t_start, speed, provenance)
     state.wait_for_everyone()
     return out
+
+
+def set_deterministic(on: bool) -> None:
+    """CUDA kernels that give the same bits for the same inputs (cuDNN deterministic algorithms, no benchmark
+    autotuning, torch's deterministic mode, warning where an op has none). CPU kernels here are deterministic.
+
+    The guarantee on a GPU: with a fixed batch_size, the same recipe gives the same bytes for any number of
+    processes and across resumes, on the same GPU model with the same driver, CUDA, cuDNN and torch. It does not
+    hold across GPU models or library versions (other kernels), nor with batch_size "auto", whose probed size
+    depends on the memory free on each rank."""
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = not on
+    torch.use_deterministic_algorithms(on, warn_only=True)
 
 
 def build_job(recipe: GenerateRecipe, ckpt: str, device):
     """The recipe's attack on `device`: (job, source, batch size, the speed settings that will run)."""
     model = load_checkpoint(ckpt, device=device).eval().requires_grad_(False)
     source = load_source(recipe.source, recipe.source.split)
-    model_classes = read_meta(ckpt)["num_classes"]
-    if source.num_classes != model_classes:
-        raise RecipeError(f"model.checkpoint {ckpt!r} has {model_classes} classes but the source "
-                          f"has {source.num_classes}; train a model on this source")
+    check_fit(model, read_meta(ckpt), ckpt, source, device)
+    source.fingerprint()                      # on the host copy, before staging (cached, kept by staged())
     if device.type == "cuda":
         source = source.staged(device)        # the whole split on the GPU: no host->device copy per batch
     fast, dtype = prepare(model, precision=recipe.precision, channels_last=recipe.channels_last,
@@ -276,8 +405,30 @@ def build_job(recipe: GenerateRecipe, ckpt: str, device):
     batch_size = resolve_batch_size(recipe, job, source, device)
     speed = {"device": device.type, "autocast": str(dtype).replace("torch.", "") if dtype else "fp32",
              "channels_last": fast.channels_last, "compile": fast.compiled, "fuse_bn": recipe.fuse_bn,
-             "batch_size": batch_size}
+             "batch_size": batch_size, **({"deterministic": recipe.deterministic} if device.type == "cuda" else {})}
     return job, source, batch_size, speed
+
+
+def check_fit(model, meta: dict, ckpt: str, source: Source, device):
+    """The source model classifies the source's images: same classes, same channels, and one image goes through (a
+    3-channel model would otherwise run on 1-channel digits, its normalisation broadcasting 1 channel to 3)."""
+    shape = "x".join(map(str, source.shape))
+    if source.num_classes != meta["num_classes"]:
+        raise RecipeError(f"model.checkpoint {ckpt!r} has {meta['num_classes']} classes but the source "
+                          f"has {source.num_classes}; train a model on this source")
+    if meta["in_channels"] != source.shape[0]:
+        raise RecipeError(f"model.checkpoint {ckpt!r} takes {meta['in_channels']}-channel images but the source's "
+                          f"are {shape} ({source.shape[0]} channel(s)); train a model on this source")
+    if len(source):
+        try:
+            with torch.no_grad():
+                logits = model(source.images(torch.arange(1)).to(device).float() / 255.0)
+        except RuntimeError as e:
+            raise RecipeError(f"model.checkpoint {ckpt!r} cannot classify the source's {shape} images "
+                              f"({str(e).splitlines()[0][:200]}); train a model on this source") from None
+        if tuple(logits.shape) != (1, source.num_classes):
+            raise RecipeError(f"model.checkpoint {ckpt!r} gives outputs of shape {tuple(logits.shape)} for one "
+                              f"{shape} image, not (1, {source.num_classes}); train a model on this source")
 
 
 def resolve_batch_size(recipe: GenerateRecipe, job, source: Source, device) -> int:
@@ -300,28 +451,30 @@ def resolve_batch_size(recipe: GenerateRecipe, job, source: Source, device) -> i
 
 
 def finalize(out: Path, recipe: GenerateRecipe, source: Source, ckpt: str, num_shards: int, world_size: int,
-             seconds: float, speed: dict):
+             seconds: float, speed: dict, provenance: dict):
     markers = []
     for i in range(num_shards):
         m = read_marker(out, i)
         if m is None:
             raise RuntimeError(f"shard {i} of {out} is missing or corrupt after generation; re-run to redo it")
+        if m.get("provenance") != provenance:    # another run wrote into this output meanwhile
+            raise RuntimeError(f"shard {i} of {out} was made from other inputs than this run's; re-run to redo it")
         markers.append(m)
     agg = aggregate(markers)
     attack_seconds = agg.pop("mean_attack_seconds") * agg["count"] if markers else 0.0
     meta = read_meta(ckpt)
     if recipe.output.hf_export:
-        import json
-
         first = json.loads(_first_json(out))
         write_hf_readme(out, recipe.name, source.class_names, first)
     manifest = {
         "name": recipe.name, "dataset": recipe.dataset, "advgen_version": advgen_version(), "git_sha": git_sha(),
+        "versions": library_versions(),
         "recipe": to_dict(recipe),
-        "checkpoint": {"path": str(ckpt), "sha256": sha256_file(ckpt), "arch": meta["arch"],
+        "checkpoint": {"path": str(ckpt), "sha256": provenance["checkpoint_sha256"], "arch": meta["arch"],
                        "metrics": meta.get("metrics", {}), "adversarial": meta.get("adversarial", False)},
         "source": {"kind": recipe.source.kind, "path": recipe.source.path, "split": recipe.source.split,
-                   "num_samples": len(source), "class_names": source.class_names, "shape": list(source.shape)},
+                   "num_samples": len(source), "class_names": source.class_names, "shape": list(source.shape),
+                   "fingerprint": provenance["source_fingerprint"]},
         "world_size": world_size, "speed": speed, "num_shards": num_shards, "count": agg.pop("count"),
         "stats": agg,
         "seconds": {"total_last_run": round(seconds, 2), "attack": round(attack_seconds, 2)},
@@ -350,7 +503,10 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="advgen generate", description="Generate a dataset from a recipe.")
     p.add_argument("recipe", help="path to a generation recipe YAML (recipes/*.yaml)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. attack.eps=0.25 output.dir=runs/x")
-    p.add_argument("--overwrite", action="store_true", help="delete an existing output dir first")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete an existing output dir first (only an advgen output: recipe.yaml, manifest or markers)")
+    p.add_argument("--redo-mismatched", action="store_true",
+                   help="redo finished shards made from another checkpoint, source or advgen version (default: refuse)")
     return p
 
 
@@ -358,7 +514,9 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         recipe = load_recipe(args.recipe, GenerateRecipe, args.overrides)
-        generate(recipe, overwrite=args.overwrite)
+        make_state()
+        torch.set_num_threads(threads_per_rank())     # after the state: accelerate's CPU path sets its own
+        generate(recipe, overwrite=args.overwrite, redo_mismatched=args.redo_mismatched)
     except (RecipeError, CheckpointError) as e:
         print(f"advgen generate: error: {e}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ Repo layout (cards.repo_layout; the card's `configs:` point at the parquet files
     webdataset/<config>/shard-NNNNN.tar        WebDataset shards: load_dataset("webdataset", data_files=
                                                    "hf://datasets/<repo>/webdataset/<config>/*.tar")
     manifests/<config>.json                    provenance: resolved recipe, checkpoint sha256, shard checksums
+                                               (absolute local paths made relative to the output or cut to a name)
 
 <config> is manifest["dataset"] (d_det, d_rand, d_robust, d_nonrobust). Every output is checked before anything
 is sent (manifest present, every shard's marker present and agreeing with the manifest, sha256 of every file as
@@ -30,7 +31,6 @@ test Hub in a few seconds (see tests/test_publish.py).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import sys
@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from advgen.cards import (CONFIGS, MANIFEST, MARKER_DIR, REPO_DATA_DIR, REPO_MANIFEST_DIR, REPO_WDS_DIR, CardError,
-                          ConfigSource, human_size, load_configs, render_card, repo_layout)
+from advgen.cards import (CONFIGS, MANIFEST, REPO_DATA_DIR, REPO_MANIFEST_DIR, REPO_WDS_DIR, CardError, ConfigSource,
+                          human_size, load_configs, public_manifest, render_card, repo_layout)
 
 MANAGED_DIRS = (REPO_DATA_DIR, REPO_WDS_DIR, REPO_MANIFEST_DIR)
 
@@ -54,7 +54,7 @@ class RepoFile:
     path_in_repo: str
     size: int
     local: Optional[Path] = None      # a file of an output...
-    data: Optional[bytes] = None      # ...or bytes made here (the card)
+    data: Optional[bytes] = None      # ...or bytes made here (the card, the public manifest)
 
     def content(self):
         return self.data if self.data is not None else str(self.local)
@@ -64,53 +64,13 @@ class RepoFile:
 # Checking outputs (no network)
 # ------------------------------------------------------------------------------------------------------------------
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def check_output(cfg: ConfigSource):
-    """Everything the manifest promises is there and intact; raises PublishError naming the first problem."""
-    import json
-
-    out, m = cfg.out, cfg.manifest
-    shards = m["shards"]
-    n = m.get("num_shards", len(shards))
-    if len(shards) != n:
-        raise PublishError(f"{out}: manifest lists {len(shards)} shards but num_shards is {n}; re-run the recipe")
-    if sum(s["count"] for s in shards) != m["count"]:
-        raise PublishError(f"{out}: shard counts in the manifest do not add up to count {m['count']}")
-    for i, s in enumerate(shards):
-        mp = out / MARKER_DIR / f"shard-{i:05d}.json"     # advgen.writers.shards.marker_path
-        if not mp.is_file():
-            raise PublishError(f"{out}: shard {i} has no marker ({MARKER_DIR}/{mp.name}); the output is incomplete, "
-                               "re-run the same recipe to redo it")
-        try:
-            marker = json.loads(mp.read_text())
-        except json.JSONDecodeError:
-            raise PublishError(f"{out}: marker {MARKER_DIR}/{mp.name} is not valid JSON; re-run the recipe") from None
-        for key in ("tar", "tar_sha256", "parquet", "parquet_sha256", "count"):
-            if marker.get(key) != s.get(key):
-                raise PublishError(f"{out}: shard {i}: marker and manifest disagree on {key!r}; the output was "
-                                   "modified after generation, re-run the recipe with --overwrite")
-        for key in ("tar", "parquet"):
-            f = out / s[key]
-            if not f.is_file():
-                raise PublishError(f"{out}: {s[key]} is missing; re-run the same recipe to redo shard {i}")
-            if sha256_file(f) != s[f"{key}_sha256"]:
-                raise PublishError(f"{out}: {s[key]} does not match its sha256 in the manifest; the file changed "
-                                   "after generation, re-run the recipe to redo it")
-
-
 def plan_files(cfgs: list[ConfigSource], card: str) -> list[RepoFile]:
     files = [RepoFile("README.md", len(card.encode()), data=card.encode())]
     for c in cfgs:
         for path_in_repo, rel in repo_layout(c).items():
-            if rel == MANIFEST:      # the exact bytes that were checked
-                files.append(RepoFile(path_in_repo, len(c.manifest_bytes), data=c.manifest_bytes))
+            if rel == MANIFEST:      # the checked manifest, without local paths
+                data = public_manifest(c)
+                files.append(RepoFile(path_in_repo, len(data), data=data))
             else:
                 local = c.out / rel
                 files.append(RepoFile(path_in_repo, local.stat().st_size, local=local))
@@ -118,13 +78,12 @@ def plan_files(cfgs: list[ConfigSource], card: str) -> list[RepoFile]:
 
 
 def prepare(outputs, reports=(), repo_id: Optional[str] = None, revision: Optional[str] = None):
-    """Load and check every output, render the card; returns (configs, files). No network."""
+    """Load and check every output (cards.load_configs checks them), render the card; returns (configs, files).
+    No network."""
     try:
         cfgs = load_configs(outputs)
     except CardError as e:
         raise PublishError(str(e)) from None
-    for c in cfgs:
-        check_output(c)
     try:
         card = render_card(outputs, reports, repo_id=repo_id, revision=revision, cfgs=cfgs)
     except CardError as e:

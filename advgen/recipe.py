@@ -14,6 +14,7 @@ hub ids and absolute paths are left alone.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -53,6 +54,7 @@ class SourceConfig:
     image_column: str = "img"      # hf: column holding the image
     label_column: str = "label"    # hf: column holding the integer label
     limit: Optional[int] = None    # keep only the first `limit` samples of each split (subsets, tests)
+    test_limit: Optional[int] = None  # the test split's own limit (null = `limit`): evaluate on more or fewer images
     image_size: Optional[int] = None  # imagefolder: resize+center-crop to this size (pixels)
     # imagefolder: super-classes as inclusive ranges of the folder's class indices, e.g.
     # {dog: [[151, 268]], cat: [[281, 285]]}; images outside every range are dropped.
@@ -71,6 +73,8 @@ class SourceConfig:
         if self.kind == "imagefolder":
             _check(Path(self.path).is_dir(), f"{where}.path", f"directory {self.path!r} does not exist")
         _check(self.limit is None or self.limit > 0, f"{where}.limit", f"must be > 0, got {self.limit!r}")
+        _check(self.test_limit is None or self.test_limit > 0, f"{where}.test_limit",
+               f"must be > 0, got {self.test_limit!r}")
         _check(self.image_size is None or self.image_size > 0, f"{where}.image_size",
                f"must be > 0, got {self.image_size!r}")
         if self.class_groups is not None:
@@ -88,7 +92,7 @@ class SourceConfig:
 class ModelConfig:
     """A classifier architecture (advgen.models.nets)."""
 
-    arch: Literal["small_cnn", "resnet18", "resnet50", "airbench"] = "resnet18"
+    arch: Literal["small_cnn", "resnet18", "resnet50", "airbench", "mlp", "gap_cnn", "wide_cnn", "tiny_vgg", "tiny_densenet", "vgg16", "densenet121", "inception_v3"] = "resnet18"
     width: int = 32                # small_cnn: channels of the first conv
     feature_dim: int = 64          # small_cnn: width of the penultimate layer (g for inversion)
     # Normalisation inside the model; null = per-channel mean/std of the training split.
@@ -162,6 +166,7 @@ class TrainConfig:
     adversarial: Optional[AttackConfig] = None
     eval_eps: Optional[float] = None   # also measure robust accuracy at this l2/linf eps (default: adversarial eps)
     eval_steps: int = 20               # PGD steps of the robustness evaluation
+    eval_extra_eps: list[float] = field(default_factory=list)   # also measure robust accuracy at these radii
 
     def validate(self, where: str):
         _check(self.epochs >= 1, f"{where}.epochs", f"must be >= 1, got {self.epochs!r}")
@@ -169,6 +174,32 @@ class TrainConfig:
         _check(self.lr > 0, f"{where}.lr", f"must be > 0, got {self.lr!r}")
         _check(self.weight_decay >= 0, f"{where}.weight_decay", f"must be >= 0, got {self.weight_decay!r}")
         _check(self.eval_eps is None or self.eval_eps > 0, f"{where}.eval_eps", f"must be > 0, got {self.eval_eps!r}")
+        _check(all(e > 0 for e in self.eval_extra_eps), f"{where}.eval_extra_eps",
+               f"must be > 0, got {self.eval_extra_eps!r}")
+
+
+@dataclass(frozen=True)
+class AirbenchConfig:
+    """The airbench-only part of a training recipe (epochs, batch, lr, momentum, wd, augment: TrainConfig).
+
+    With trainer "airbench", TrainConfig.lr and weight_decay are airbench's per-1,024-examples values
+    (airbench94: lr 11.5, momentum 0.85, weight_decay 0.0153, batch 1024); milestones are unused.
+    """
+
+    label_smoothing: float = 0.2       # cross-entropy label smoothing
+    bias_scaler: float = 64.0          # lr multiplier (not wd) for BatchNorm biases
+    whiten_bias_epochs: int = 3        # epochs the whitening conv's bias trains before it is frozen
+    warmup: float = 0.23               # fraction of steps of linear lr warm-up (from 0.2x to 1x)
+    final_lr: float = 0.07             # lr multiplier reached at the last step (linear warm-down)
+    lookahead: bool = True             # EMA-lookahead of the weights every 5 steps (decay 0.95^5 * t^3)
+    whiten_samples: int = 5000         # training images used for the whitening init
+    bf16: bool = True                  # autocast the forward to bf16 on CUDA (ignored on CPU)
+
+    def validate(self, where: str):
+        _check(0 <= self.label_smoothing < 1, f"{where}.label_smoothing",
+               f"must be in [0, 1), got {self.label_smoothing!r}")
+        _check(0 <= self.warmup < 1, f"{where}.warmup", f"must be in [0, 1), got {self.warmup!r}")
+        _check(self.whiten_samples >= 1, f"{where}.whiten_samples", f"must be >= 1, got {self.whiten_samples!r}")
 
 
 @dataclass(frozen=True)
@@ -179,6 +210,8 @@ class OutputConfig:
     hf_export: bool = True         # write parquet + README so `load_dataset(dir)` works
 
     def validate(self, where: str):
+        _check(self.dir.strip() != "", f"{where}.dir", "is empty; give the output a directory of its own, "
+               "e.g. output.dir=runs/x")
         _check(self.shard_size >= 1, f"{where}.shard_size", f"must be >= 1, got {self.shard_size!r}")
 
 
@@ -210,6 +243,8 @@ class TrainRecipe:
     source: SourceConfig
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    trainer: Literal["fit", "airbench"] = "fit"   # fit: advgen.models.train.fit; airbench: models/airbench.py
+    airbench: AirbenchConfig = field(default_factory=AirbenchConfig)   # trainer "airbench" only
     checkpoint: str = "cache/model.safetensors"   # where the trained weights go
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -217,6 +252,9 @@ class TrainRecipe:
     def validate(self, where: str = ""):
         _check(self.checkpoint.endswith(".safetensors"), "checkpoint",
                f"must end in .safetensors, got {self.checkpoint!r}")
+        _check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed!r}")
+        _check(self.trainer != "airbench" or self.model.arch == "airbench", "trainer",
+               f"trainer 'airbench' trains model.arch 'airbench' only, got {self.model.arch!r}")
 
 
 @dataclass(frozen=True)
@@ -239,9 +277,13 @@ class GenerateRecipe:
     channels_last: Union[bool, Literal["auto"]] = "auto"  # NHWC (auto: on)
     compile: Union[bool, Literal["auto"]] = "auto"        # torch.compile the model (auto: off, see fast.py)
     fuse_bn: bool = True                                  # fold eval BatchNorm into the conv before it (exact)
+    # CUDA only: deterministic cuDNN/cuBLAS kernels and no autotuning, so with a fixed batch_size the bytes do not
+    # depend on the number of processes or on resumes (same GPU model and library versions); false: faster kernels
+    deterministic: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def validate(self, where: str = ""):
+        _check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed!r}")
         _check(self.batch_size == "auto" or self.batch_size >= 1, "batch_size",
                f"must be >= 1 or 'auto', got {self.batch_size!r}")
         kinds = {"d_det": "pgd", "d_rand": "pgd", "d_robust": "inversion", "d_nonrobust": "inversion"}
@@ -251,6 +293,50 @@ class GenerateRecipe:
             want = self.dataset[2:]
             _check(self.attack.targets == want, "attack.targets",
                    f"dataset {self.dataset!r} needs targets {want!r}, got {self.attack.targets!r}")
+
+
+@dataclass(frozen=True)
+class StageRef:
+    """One stage of a pipeline: the stage's own recipe file plus overrides applied on top of it."""
+
+    recipe: str                    # a train, generate or verify recipe (relative paths: to the pipeline recipe)
+    overrides: list[str] = field(default_factory=list)   # dotted KEY=VALUE overrides, e.g. ["train.epochs=10"]
+
+    def validate(self, where: str):
+        _check(Path(self.recipe).is_file(), f"{where}.recipe", f"file {self.recipe!r} does not exist")
+        for i, text in enumerate(self.overrides):
+            _check("=" in text, f"{where}.overrides[{i}]", f"expected KEY=VALUE, got {text!r}")
+
+
+PIPELINE_DATASETS = ("d_robust", "d_nonrobust", "d_rand", "d_det")
+
+
+@dataclass(frozen=True)
+class ReproduceRecipe:
+    """`advgen reproduce RECIPE`: Table 1 / Figure 2b in one command, as a chain of stage recipes.
+
+    The pipeline fills in what links the stages (each generation's source model, every output dir, the
+    verification's dataset paths); everything else comes from the stage recipes and their overrides.
+    """
+
+    name: str
+    standard_model: StageRef       # training recipe of the standard source model (D̂NR, D̂rand, D̂det)
+    robust_model: StageRef         # training recipe of the adversarially trained source model (D̂R)
+    datasets: dict[str, StageRef]  # d_robust, d_nonrobust, d_rand, d_det -> their generation recipes
+    verify: StageRef               # verification recipe naming the four sets and the two baselines
+    dir: str = "runs/reproduce"    # every stage writes under here: models/, datasets/, verify/, stages/
+    # overrides applied to every stage recipe, before the stage's own (e.g. source.path=../shared/data/cifar10)
+    common: list[str] = field(default_factory=list)
+    min_success: float = 0.9       # targeted success D̂rand / D̂det must reach (fraction of the set)
+    # Throughput assumed by `--plan` to turn FLOPs into time, per device kind (achieved, not peak).
+    plan_tflops: dict[str, float] = field(default_factory=lambda: {"cuda": 250.0, "cpu": 0.1})
+
+    def validate(self, where: str = ""):
+        _check(sorted(self.datasets) == sorted(PIPELINE_DATASETS), "datasets",
+               f"list exactly {', '.join(PIPELINE_DATASETS)}, got {', '.join(self.datasets) or 'none'}")
+        _check(0.0 <= self.min_success <= 1.0, "min_success", f"must be in [0, 1], got {self.min_success!r}")
+        _check(bool(self.dir), "dir", "must name a directory")
+        _check(all(v > 0 for v in self.plan_tflops.values()), "plan_tflops", f"must be > 0, got {self.plan_tflops!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -312,7 +398,10 @@ def _coerce(tp, value, where: str):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(where, f"expected a number, got {value!r}")
-        return float(value)
+        number = float(value) if isinstance(value, float) or abs(value) < 2 ** 1023 else math.inf
+        if not math.isfinite(number):     # JSON has no inf/nan: the manifest could not record them
+            _fail(where, f"expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             _fail(where, f"expected a string, got {value!r}")
@@ -372,7 +461,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 _PATH_KEYS = {("source", "path"), ("model", "checkpoint"), ("model", "train_recipe"), ("checkpoint",),
-              ("dataset_path",), ("test_source", "path")}
+              ("dataset_path",), ("test_source", "path"), ("standard_model", "recipe"), ("robust_model", "recipe"),
+              ("verify", "recipe"), ("datasets", "d_robust", "recipe"), ("datasets", "d_nonrobust", "recipe"),
+              ("datasets", "d_rand", "recipe"), ("datasets", "d_det", "recipe")}
 
 
 def _resolve_paths(data: dict, base: Path, prefix=()):
@@ -412,6 +503,23 @@ def from_dict(cls, data: dict):
 
 def to_dict(recipe) -> dict:
     return dataclasses.asdict(recipe)
+
+
+def non_default(obj):
+    """The fields of a recipe dataclass that differ from their defaults, recursively (a dict). A field added to a
+    schema later, with a default, leaves the keys of stages made before it unchanged."""
+    if not dataclasses.is_dataclass(obj):
+        return obj
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if f.default is not dataclasses.MISSING and v == f.default:
+            continue
+        if f.default_factory is not dataclasses.MISSING and v == f.default_factory():
+            continue
+        out[f.name] = non_default(v) if dataclasses.is_dataclass(v) else (
+            {k: non_default(x) for k, x in v.items()} if isinstance(v, dict) else v)
+    return out
 
 
 def dump_recipe(recipe, path: str | os.PathLike):

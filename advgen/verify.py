@@ -1,7 +1,7 @@
 """Verify generated datasets: train a fresh model on each, evaluate it on the ORIGINAL test set.
 
     advgen verify recipes/verify_digits_det.yaml [KEY=VALUE ...]      # e.g. seeds=[0,1,2] report_dir=/tmp/r
-    accelerate launch advgen/verify.py recipes/verify_cifar_fast.yaml  # N processes share the (dataset, seed) runs
+    accelerate launch advgen/verify.py recipes/fast/verify.yaml  # N processes share the (dataset, seed) runs
 
 For every entry of the recipe's `datasets` (a generated set, or a baseline: standard / adversarial
 training on the original training split D) and every seed: build a fresh model, train it with
@@ -26,7 +26,7 @@ A generated set is read from
 
 Cost on 2 shared CPU cores (OMP_NUM_THREADS=1): one digits model (small CNN, 30 epochs, four PGD
 evaluations) 15-60 s, an adversarially trained one 2-3 min; recipes/verify_digits_study.yaml (60
-models) 30-50 min. A CIFAR ResNet-50 for 150 epochs is hours on one GPU (verify_cifar_fast: seconds).
+models) 30-50 min. A CIFAR ResNet-50 for 150 epochs is hours on one GPU (recipes/fast/verify.yaml: seconds).
 """
 
 from __future__ import annotations
@@ -51,9 +51,8 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
-from advgen.models.airbench import AirbenchConfig
-from advgen.recipe import (AttackConfig, AugmentConfig, ModelConfig, RecipeError, SourceConfig, TrainConfig, _check,
-                           load_recipe, to_dict)
+from advgen.recipe import (AirbenchConfig, AttackConfig, AugmentConfig, ModelConfig, RecipeError, SourceConfig,
+                           TrainConfig, _check, load_recipe, non_default, to_dict)
 from advgen.report import markdown_table, pct
 
 # ----------------------------------------------------------------------------------------------
@@ -105,7 +104,11 @@ class DatasetEntry:
     lr: Optional[float] = None
     epochs: Optional[int] = None
     augment: Optional[AugmentConfig] = None
-    adversarial: Optional[AttackConfig] = None   # baseline_adv only: PGD inside the training loop
+    # PGD inside the training loop: required for baseline_adv; on a generated set it is a robust-feature leakage
+    # probe (a robustly trained model cannot use the non-robust features that label D̂det / D̂rand, so its
+    # accuracy on the original test set is what robust features leaking through the perturbation carry)
+    adversarial: Optional[AttackConfig] = None
+    seeds: Optional[list[int]] = None            # this entry's seeds (null = the recipe's)
     expected: ExpectedConfig = field(default_factory=ExpectedConfig)
     paper: PaperConfig = field(default_factory=PaperConfig)
 
@@ -115,8 +118,12 @@ class DatasetEntry:
         else:
             _check(not self.path and not self.use_npy, where,
                    f"kind {self.kind!r} trains on the recipe's source split; remove path / use_npy")
-        _check((self.adversarial is not None) == (self.kind == "baseline_adv"), f"{where}.adversarial",
-               "set exactly for kind 'baseline_adv' (verification itself is standard training)")
+        _check(self.kind != "baseline_adv" or self.adversarial is not None, f"{where}.adversarial",
+               "kind 'baseline_adv' needs the attack of its adversarial training")
+        _check(self.kind != "baseline_std" or self.adversarial is None, f"{where}.adversarial",
+               "kind 'baseline_std' is standard training; use kind 'baseline_adv' for adversarial training on D")
+        _check(self.seeds is None or (bool(self.seeds) and len(set(self.seeds)) == len(self.seeds)),
+               f"{where}.seeds", f"must be a non-empty list of distinct integers, got {self.seeds!r}")
         _check(self.lr is None or self.lr > 0, f"{where}.lr", f"must be > 0, got {self.lr!r}")
         _check(self.epochs is None or self.epochs >= 1, f"{where}.epochs", f"must be >= 1, got {self.epochs!r}")
 
@@ -131,6 +138,9 @@ class EvalConfig:
     step_size: Optional[float] = None          # null = 2.5 * eps / steps
     batch_size: int = 500                      # test images per evaluation batch
     extra_eps: list[float] = field(default_factory=list)   # also report robust accuracy at these radii (not checked)
+    # also report accuracy against the shifted labels (y + 1) mod C of the test set (the paper's Appendix D check
+    # of D̂det: a model that learned the robust features of y under label y + 1 scores there)
+    shifted_labels: bool = False
 
     def validate(self, where: str):
         _check(self.eps > 0, f"{where}.eps", f"must be > 0, got {self.eps!r}")
@@ -140,7 +150,49 @@ class EvalConfig:
                f"must be > 0, got {self.step_size!r}")
 
 
-ORDERING = re.compile(r"([A-Za-z0-9_.-]+?)\.(std_acc|robust_acc)\s*>\s*([A-Za-z0-9_.-]+?)\.(std_acc|robust_acc)")
+_NUM = r"\d+(?:\.\d*)?|\.\d+"
+_TERM = (rf"(?:(?P<k{{i}}>{_NUM})\s*\*\s*)?(?P<name{{i}}>[A-Za-z0-9_.-]+?)\.(?P<metric{{i}}>std_acc|robust_acc)"
+         rf"(?:\s*(?P<sign{{i}}>[+-])\s*(?P<c{{i}}>{_NUM}))?|(?P<const{{i}}>{_NUM})")
+ORDERING = re.compile(rf"(?:{_TERM.format(i=0)})\s*(?P<op>>=|<=|>|<)\s*(?:{_TERM.format(i=1)})")
+CLAIM_HELP = ("expected 'NAME.METRIC > NAME.METRIC' with METRIC std_acc or robust_acc; either side may be scaled and "
+              "shifted ('0.6 * A.std_acc', 'A.robust_acc + 0.10') or a number, and the operator one of > < >= <=")
+
+
+@dataclass(frozen=True)
+class ClaimTerm:
+    """k * NAME.METRIC + c, or the constant c (name None)."""
+
+    name: Optional[str]
+    metric: Optional[str]
+    k: float = 1.0
+    c: float = 0.0
+
+    def value(self, by_name: dict) -> float:
+        return self.c if self.name is None else self.k * by_name[self.name][self.metric] + self.c
+
+    def spread(self, by_name: dict) -> float:
+        return 0.0 if self.name is None else abs(self.k) * by_name[self.name][self.metric + "_std"]
+
+
+def parse_claim(text: str) -> Optional[tuple[ClaimTerm, str, ClaimTerm]]:
+    """'d_robust.robust_acc > baseline_std.robust_acc + 0.10' -> (left, '>', right); None if it does not parse."""
+    m = ORDERING.fullmatch(text.strip())
+    if m is None:
+        return None
+
+    def term(i):
+        g = {k: m.group(f"{k}{i}") for k in ("k", "name", "metric", "sign", "c", "const")}
+        if g["const"] is not None:
+            return ClaimTerm(None, None, 0.0, float(g["const"]))
+        c = float(g["c"]) * (-1 if g["sign"] == "-" else 1) if g["c"] is not None else 0.0
+        return ClaimTerm(g["name"], g["metric"], float(g["k"]) if g["k"] else 1.0, c)
+
+    return term(0), m.group("op"), term(1)
+
+
+def claim_names(text: str) -> list[str]:
+    left, _, right = parse_claim(text)
+    return [t.name for t in (left, right) if t.name is not None]
 
 
 @dataclass(frozen=True)
@@ -159,16 +211,20 @@ class VerifyRecipe:
     report_dir: Optional[str] = None           # null = reports/<name>
     samples: int = 8                           # image pairs in each samples_<dataset>.png
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Reuse finished (dataset, seed) models from report_dir/runs/ whose inputs are unchanged, so a killed run
+    # resumes at the model it was training; false = train every model again.
+    resume: bool = True
+    # Generated sets drawn beside their originals for the same source images (Figure 2a), e.g.
+    # [d_robust, d_nonrobust]; written as figure2a.png.
+    grid: list[str] = field(default_factory=list)
     # Claims between training sets, checked on the means: "A.metric > B.metric", metric std_acc or
     # robust_acc, e.g. "d_robust.robust_acc > d_nonrobust.robust_acc" (Figure 2b's ordering).
     orderings: list[str] = field(default_factory=list)
 
     def validate(self, where: str = ""):
         for i, text in enumerate(self.orderings):
-            m = ORDERING.fullmatch(text.strip())
-            _check(m is not None, f"orderings[{i}]",
-                   f"expected 'NAME.METRIC > NAME.METRIC' with METRIC std_acc or robust_acc, got {text!r}")
-            for name in (m.group(1), m.group(3)):
+            _check(parse_claim(text) is not None, f"orderings[{i}]", f"{CLAIM_HELP}, got {text!r}")
+            for name in claim_names(text):
                 _check(name in self.datasets, f"orderings[{i}]",
                        f"{name!r} is not a dataset of this recipe ({', '.join(self.datasets)})")
         _check(bool(self.datasets), "datasets", "list at least one training set")
@@ -179,6 +235,9 @@ class VerifyRecipe:
         _check(self.samples >= 1, "samples", f"must be >= 1, got {self.samples!r}")
         _check(self.trainer != "airbench" or self.model.arch == "airbench", "trainer",
                f"trainer 'airbench' trains model.arch 'airbench' only, got {self.model.arch!r}")
+        for name in self.grid:
+            _check(name in self.datasets and self.datasets[name].kind == "generated", "grid",
+                   f"{name!r} is not a generated set of this recipe ({', '.join(self.datasets)})")
         for key in self.datasets:
             _check(re.fullmatch(r"[A-Za-z0-9_.-]+", key) is not None, f"datasets.{key}",
                    "names may use letters, digits, '_', '.', '-' (they become file names)")
@@ -211,8 +270,8 @@ def select(recipe: VerifyRecipe, names: list[str]) -> VerifyRecipe:
         raise RecipeError(f"--only: {unknown[0]!r} is not a dataset of {recipe.name} ({', '.join(recipe.datasets)})")
     keep = {k: e for k, e in recipe.datasets.items() if k in names}
     orderings = [o for o in recipe.orderings
-                 if all(n in keep for n in ORDERING.fullmatch(o.strip()).group(1, 3))]
-    return dataclasses.replace(recipe, datasets=keep, orderings=orderings)
+                 if all(n in keep for n in claim_names(o))]
+    return dataclasses.replace(recipe, datasets=keep, orderings=orderings, grid=[n for n in recipe.grid if n in keep])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -338,6 +397,10 @@ def model_name(recipe: VerifyRecipe) -> str:
     return m.arch
 
 
+def entry_seeds(recipe: VerifyRecipe, entry: DatasetEntry) -> list[int]:
+    return list(entry.seeds) if entry.seeds is not None else list(recipe.seeds)
+
+
 def entry_train_config(recipe: VerifyRecipe, entry: DatasetEntry) -> TrainConfig:
     t = recipe.train
     return dataclasses.replace(t, lr=entry.lr if entry.lr is not None else t.lr,
@@ -380,7 +443,12 @@ def train_and_eval(recipe: VerifyRecipe, entry: DatasetEntry, name: str, train: 
     extra = {f"{e:g}": robust_accuracy(model, test_images, test.labels, eps=e, norm=ev.norm, steps=ev.steps,
                                        batch_size=ev.batch_size) for e in ev.extra_eps}
     t2 = time.perf_counter()
-    return {"seed": seed, "std_acc": std_acc, "robust_acc": rob_acc, "robust_acc_at": extra, "train_loss": losses[-1],
+    shifted = {}
+    if ev.shifted_labels:
+        shifted["shifted_acc"] = accuracy(model, test_images, (test.labels + 1) % len(train.class_names),
+                                          batch_size=ev.batch_size)
+    return {"seed": seed, "std_acc": std_acc, "robust_acc": rob_acc, "robust_acc_at": extra, **shifted,
+            "train_loss": losses[-1],
             "train_seconds": round(t1 - t0, 2), "eval_seconds": round(t2 - t1, 2), "seconds": round(t2 - t0, 2)}
 
 
@@ -391,7 +459,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def summarise(recipe: VerifyRecipe, name: str, entry: DatasetEntry, runs: list[dict], origin: str,
               num_train: int, num_test: int) -> dict:
-    runs = sorted(runs, key=lambda r: recipe.seeds.index(r["seed"]))
+    runs = sorted(runs, key=lambda r: entry_seeds(recipe, entry).index(r["seed"]))
     std_m, std_s = _mean_std([r["std_acc"] for r in runs])
     rob_m, rob_s = _mean_std([r["robust_acc"] for r in runs])
     failures = []
@@ -406,7 +474,9 @@ def summarise(recipe: VerifyRecipe, name: str, entry: DatasetEntry, runs: list[d
         "use_npy": entry.use_npy, "model": model_name(recipe), "trainer": recipe.trainer,
         "train": {"epochs": cfg.epochs, "lr": cfg.lr, "optimizer": cfg.optimizer,
                   "augment": dataclasses.asdict(cfg.augment),
-                  "adversarial": dataclasses.asdict(cfg.adversarial) if cfg.adversarial else None},
+                  # adversarial training attacks with the last PGD iterate (keep_best is not used there)
+                  "adversarial": dict(dataclasses.asdict(cfg.adversarial), keep_best=False, iterate="last")
+                  if cfg.adversarial else None},
         "num_train": num_train, "num_test": num_test,
         "std_acc": std_m, "std_acc_std": std_s, "robust_acc": rob_m, "robust_acc_std": rob_s,
         "eps": ev.eps, "norm": ev.norm, "eval_steps": ev.steps,
@@ -418,6 +488,8 @@ def summarise(recipe: VerifyRecipe, name: str, entry: DatasetEntry, runs: list[d
         "robust_acc_at": {e: dict(zip(("mean", "std"), _mean_std([r["robust_acc_at"][e] for r in runs])))
                           for e in runs[0]["robust_acc_at"]},
         "seeds": [r["seed"] for r in runs],
+        **({"shifted_acc": _mean_std([r["shifted_acc"] for r in runs])[0],
+            "shifted_acc_std": _mean_std([r["shifted_acc"] for r in runs])[1]} if "shifted_acc" in runs[0] else {}),
         "seconds": round(float(np.mean([r["seconds"] for r in runs])), 2),   # per model: train + eval
         "seconds_total": round(float(np.sum([r["seconds"] for r in runs])), 2),
         "per_seed": runs,
@@ -437,14 +509,16 @@ def pick_device(name: str, state) -> torch.device:
 
 def verify(recipe: VerifyRecipe) -> dict:
     """Run every (dataset, seed) model, write the report dir (main process), return the report."""
-    from accelerate import PartialState
     from accelerate.utils import gather_object
+
+    from advgen.generate import make_state, threads_per_rank
 
     from advgen.models.train import channel_stats
     from advgen.sources import load_source
     from advgen.writers.manifest import advgen_version, git_sha
 
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = make_state()            # long process-group timeout; gloo when ranks outnumber GPUs
+    torch.set_num_threads(threads_per_rank())
     device = pick_device(recipe.device, state)
     t_start = time.time()
     for name, entry in recipe.datasets.items():       # fail fast, before any training
@@ -463,39 +537,47 @@ def verify(recipe: VerifyRecipe) -> dict:
     mean = list(mean) * c if len(mean) == 1 and c > 1 else list(mean)
     std = list(std) * c if len(std) == 1 and c > 1 else list(std)
 
-    jobs = [(name, seed) for name in recipe.datasets for seed in recipe.seeds]
-    mine = jobs[state.process_index::state.num_processes]
+    jobs = [(name, seed) for name, entry in recipe.datasets.items() for seed in entry_seeds(recipe, entry)]
+    run_keys = {job: run_key(recipe, *job, device) for job in jobs}
+    done = {job: r for job in jobs if (r := cached_run(recipe, job, run_keys[job])) is not None}
+    pending = [job for job in jobs if job not in done]
+    state.wait_for_everyone()           # every rank has read the same cache before anyone writes to it
+    mine = deal(pending, [job_cost(recipe, name) for name, _ in pending], state.num_processes)[state.process_index]
+    if state.is_main_process and done:
+        print(f"{recipe.name}: {len(done)} of {len(jobs)} models already trained ({recipe.out_dir / RUNS_DIR}); "
+              f"{len(pending)} to go", flush=True)
     sets: dict[str, TrainSet] = {}
-    runs = []
-    for name, seed in mine:
-        entry = recipe.datasets[name]
-        if name not in sets:
-            if entry.kind == "generated":
-                try:
-                    sets[name] = load_trainset(entry)
-                except DatasetError as e:
-                    raise DatasetError(f"datasets.{name}: {e}") from None
-                check_compatible(name, sets[name], original)
-            else:
-                sets[name] = TrainSet(images=original.all_images(), labels=original.labels,
-                                      class_names=original.class_names, source_index=original.indices,
-                                      origin=f"{recipe.source.kind}:{recipe.source.path or ''} split "
-                                             f"{recipe.source.split} ({len(original)} samples)")
-        r = train_and_eval(recipe, entry, name, sets[name], test, mean, std, seed, device)
-        r.update(dataset=name, origin=sets[name].origin, num_train=len(sets[name].labels))
-        print(f"{recipe.name}: {name} seed {seed}: std acc {r['std_acc']:.4f}, robust acc {r['robust_acc']:.4f} "
-              f"({recipe.eval.norm} eps {recipe.eval.eps}) in {r['seconds']:.1f} s", flush=True)
-        runs.append(r)
+    runs, error = list(done.values()) if state.is_main_process else [], None
+    try:
+        for k, (name, seed) in enumerate(mine):
+            entry = recipe.datasets[name]
+            if name not in sets:
+                sets[name] = trainset_of(recipe, name, entry, original)
+            print(f"{recipe.name}: model {k + 1} of {len(mine)}"
+                  + (f" on rank {state.process_index}" if state.num_processes > 1 else "")
+                  + f": {name} seed {seed}", flush=True)
+            r = train_and_eval(recipe, entry, name, sets[name], test, mean, std, seed, device)
+            r.update(dataset=name, origin=sets[name].origin, num_train=len(sets[name].labels))
+            print(f"{recipe.name}: {name} seed {seed}: std acc {r['std_acc']:.4f}, robust acc {r['robust_acc']:.4f} "
+                  f"({recipe.eval.norm} eps {recipe.eval.eps}) in {r['seconds']:.1f} s", flush=True)
+            save_run(recipe, (name, seed), run_keys[(name, seed)], r)
+            runs.append(r)
+    except (DatasetError, RecipeError) as e:          # tell the other ranks instead of leaving them in the gather
+        error = f"{type(e).__name__}: {e}"
     if state.num_processes > 1:
-        runs = gather_object(runs)
+        gathered = gather_object([(runs, error)])
+        runs = [r for rs, _ in gathered for r in rs]
+        error = next((err for _, err in gathered if err), None)
+    if error:
+        raise DatasetError(error.split(": ", 1)[1])
     report = None
     if state.is_main_process:
         results = []
         for name, entry in recipe.datasets.items():
             rs = [r for r in runs if r["dataset"] == name]
-            keys = ("seed", "std_acc", "robust_acc", "robust_acc_at", "train_loss", "train_seconds", "eval_seconds",
-                    "seconds")
-            per_seed = [{k: r[k] for k in keys} for r in rs]
+            keys = ("seed", "std_acc", "robust_acc", "robust_acc_at", "shifted_acc", "train_loss", "train_seconds",
+                    "eval_seconds", "seconds")
+            per_seed = [{k: r[k] for k in keys if k in r} for r in rs]
             results.append(summarise(recipe, name, entry, per_seed, rs[0]["origin"], rs[0]["num_train"], len(test)))
         orderings = check_orderings(recipe, results)
         report = {
@@ -519,15 +601,87 @@ def verify(recipe: VerifyRecipe) -> dict:
     return report
 
 
+RUNS_DIR = "runs"
+
+
+def run_key(recipe: VerifyRecipe, name: str, seed: int, device: torch.device) -> str:
+    """What one model's numbers depend on: its training set (an advgen output by its manifest's bytes), the
+    training and evaluation settings, the source, the seed and the device type."""
+    import hashlib
+
+    entry = recipe.datasets[name]
+    data = {"kind": entry.kind, "path": entry.path, "config": entry.config, "use_npy": entry.use_npy}
+    if entry.kind == "generated" and (Path(entry.path) / "manifest.json").is_file():   # the bytes, wherever they are
+        data = {"kind": entry.kind, "use_npy": entry.use_npy,
+                "manifest_sha256": hashlib.sha256((Path(entry.path) / "manifest.json").read_bytes()).hexdigest()}
+    # non-default fields only: a schema field added later (with a default) keeps earlier runs reusable
+    key = {"data": data, "train": non_default(entry_train_config(recipe, entry)), "model": non_default(recipe.model),
+           "trainer": recipe.trainer, "airbench": non_default(recipe.airbench) if recipe.trainer == "airbench" else None,
+           "eval": non_default(recipe.eval), "source": non_default(recipe.source), "seed": seed, "device": device.type}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _run_file(recipe: VerifyRecipe, job: tuple[str, int]) -> Path:
+    return recipe.out_dir / RUNS_DIR / f"{job[0]}-seed{job[1]}.json"
+
+
+def cached_run(recipe: VerifyRecipe, job: tuple[str, int], key: str) -> Optional[dict]:
+    """The finished run of (dataset, seed) when `resume` is on and its inputs are unchanged, else None."""
+    f = _run_file(recipe, job)
+    if not recipe.resume or not f.is_file():
+        return None
+    try:
+        obj = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return obj["run"] if isinstance(obj, dict) and obj.get("key") == key and isinstance(obj.get("run"), dict) else None
+
+
+def save_run(recipe: VerifyRecipe, job: tuple[str, int], key: str, run: dict) -> None:
+    _write_json(_run_file(recipe, job), {"key": key, "run": run})
+
+
+def job_cost(recipe: VerifyRecipe, name: str) -> float:
+    """Relative cost of one model: epochs x (1 + PGD steps per batch when adversarially trained)."""
+    cfg = entry_train_config(recipe, recipe.datasets[name])
+    return cfg.epochs * (1 + (cfg.adversarial.steps if cfg.adversarial else 0))
+
+
+def deal(jobs: list, costs: list[float], n: int) -> list[list]:
+    """Longest job first to the least loaded rank (ties: lowest rank): the same answer on every rank."""
+    load, out = [0.0] * n, [[] for _ in range(n)]
+    for i in sorted(range(len(jobs)), key=lambda i: -costs[i]):
+        r = min(range(n), key=lambda r: (load[r], r))
+        out[r].append(jobs[i])
+        load[r] += costs[i]
+    return out
+
+
+def trainset_of(recipe: VerifyRecipe, name: str, entry: DatasetEntry, original) -> TrainSet:
+    """The training set of one entry: a generated set read from disk/Hub, or the source split D for baselines."""
+    if entry.kind != "generated":
+        return TrainSet(images=original.all_images(), labels=original.labels, class_names=original.class_names,
+                        source_index=original.indices,
+                        origin=f"{recipe.source.kind}:{recipe.source.path or ''} split {recipe.source.split} "
+                               f"({len(original)} samples)")
+    try:
+        ts = load_trainset(entry)
+    except DatasetError as e:
+        raise DatasetError(f"datasets.{name}: {e}") from None
+    check_compatible(name, ts, original)
+    return ts
+
+
 def check_orderings(recipe: VerifyRecipe, results: list[dict]) -> list[dict]:
     """Each claim "A.m > B.m" on the means, with the gap and the two seed spreads (is the gap above noise?)."""
     by_name = {r["dataset"]: r for r in results}
+    holds = {">": lambda a, b: a > b, "<": lambda a, b: a < b, ">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b}
     out = []
     for text in recipe.orderings:
-        a, ma, b, mb = ORDERING.fullmatch(text.strip()).groups()
-        va, vb = by_name[a][ma], by_name[b][mb]
-        out.append({"claim": text.strip(), "left": va, "right": vb, "gap": va - vb, "holds": va > vb,
-                    "left_std": by_name[a][ma + "_std"], "right_std": by_name[b][mb + "_std"]})
+        left, op, right = parse_claim(text)
+        va, vb = left.value(by_name), right.value(by_name)
+        out.append({"claim": text.strip(), "left": va, "right": vb, "gap": va - vb, "holds": holds[op](va, vb),
+                    "left_std": left.spread(by_name), "right_std": right.spread(by_name)})
     return out
 
 
@@ -561,6 +715,10 @@ def write_report(recipe: VerifyRecipe, report: dict, original, sets: dict[str, T
         robustness_curve(report, out / "robustness.png")
         report["figures"]["robustness"] = "robustness.png"
     report["figures"].update({f"samples_{k}": v for k, v in figures.items()})
+    if recipe.grid:
+        grid_sets = {recipe.datasets[k].title or k: sets.get(k) or load_trainset(recipe.datasets[k]) for k in recipe.grid}
+        if figure2a(original, grid_sets, recipe.samples, out / "figure2a.png"):
+            report["figures"]["figure2a"] = "figure2a.png"
     _write_json(out / "report.json", report)
     for output, names in verified_outputs(recipe).items():   # the card of each output finds its reports there
         _write_json(output / "verify" / f"{recipe.name}.json", {**report, "verified_datasets": names})
@@ -590,9 +748,26 @@ def write_report(recipe: VerifyRecipe, report: dict, original, sets: dict[str, T
             cells = [pct(r["robust_acc_at"][e]["mean"], r["robust_acc_at"][e]["std"]) if e in r["robust_acc_at"]
                      else "—" for e in eps_list]
             md.append(f"| {r['dataset']} | " + " | ".join(cells) + " |")
+    shifted = [r for r in report["results"] if "shifted_acc" in r]
+    if shifted:
+        md += ["", "Accuracy against the shifted test labels (y + 1) mod C (Appendix D: a D̂det model that learned the "
+               "robust features of y under the label y + 1 scores here):", "", "| dataset | shifted-label acc |",
+               "|---|---|"] + [f"| {r['dataset']} | {pct(r['shifted_acc'], r['shifted_acc_std'])} |" for r in shifted]
+    leak = [r for r in report["results"] if r["kind"] == "generated" and r["train"]["adversarial"]]
+    if leak:
+        md += ["", "Robust-feature leakage: models trained ADVERSARIALLY on a generated set cannot use the non-robust "
+               "features that carry its labels, so their accuracy on the original test set is what robust features "
+               "leaking through the perturbation carry (chance: 1 / classes):", "",
+               "| dataset | adversarial training | std acc | robust acc |", "|---|---|---|---|"]
+        for r in leak:
+            a = r["train"]["adversarial"]
+            md.append(f"| {r['dataset']} | {a['norm']} ε {a['eps']:g}, {a['steps']} steps | "
+                      f"{pct(r['std_acc'], r['std_acc_std'])} | {pct(r['robust_acc'], r['robust_acc_std'])} |")
     md += ["", "![accuracy per training set](accuracy.png)", ""]
     if "robustness" in report["figures"]:
         md += ["![robust accuracy against the attack radius](robustness.png)", ""]
+    if "figure2a" in report["figures"]:
+        md += ["![the same source images in D and the generated sets (Figure 2a)](figure2a.png)", ""]
     for name, f in figures.items():
         md += [f"![{name}: originals (top) and generated images (bottom)]({f})", ""]
     (out / "report.md").write_text("\n".join(md))
@@ -643,6 +818,48 @@ def sample_grid(ts: TrainSet, original, n: int, path: Path, title: str) -> bool:
         axes[1][0].set_ylabel(title, fontsize=9)
     fig.suptitle(f"{title}: originals (top, true label) and training images (bottom, training label)", fontsize=9)
     fig.tight_layout(h_pad=1.2)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def figure2a(original, sets: dict[str, TrainSet], n: int, path: Path) -> bool:
+    """Figure 2a: the same n source images as the original D (top row) and in each generated set (one row each),
+    every cell titled with its training label; False when the sets share no source image with the original."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pos_of = {int(i): p for p, i in enumerate(original.indices.tolist())}
+    rows_of = {}
+    for title, ts in sets.items():
+        if ts.source_index is None:
+            return False
+        rows_of[title] = {int(i): j for j, i in enumerate(ts.source_index.tolist())}
+    common = [i for i in original.indices.tolist() if all(i in r for r in rows_of.values())][:n]
+    if not common:
+        return False
+    names = original.class_names
+    fig, axes = plt.subplots(1 + len(sets), len(common), figsize=(1.2 * len(common) + 1.0, 1.45 * (1 + len(sets))),
+                             squeeze=False)
+    rows = [("D (original)", lambda i: (original.images([pos_of[i]])[0], int(original.labels[pos_of[i]])))]
+    for title, ts in sets.items():
+        rows.append((title, lambda i, ts=ts, r=rows_of[title]: (ts.images[r[i]], int(ts.labels[r[i]]))))
+    for row, (title, get) in enumerate(rows):
+        for col, i in enumerate(common):
+            img, label = get(i)
+            x = img.float() / 255.0 if img.dtype == torch.uint8 else img.float()
+            arr = x.clamp(0, 1).permute(1, 2, 0).numpy()
+            ax = axes[row][col]
+            ax.imshow(arr[..., 0] if arr.shape[2] == 1 else arr, cmap="gray" if arr.shape[2] == 1 else None,
+                      vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(names[label] if label < len(names) else str(label), fontsize=8, pad=2)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[row][0].set_ylabel(title, fontsize=9)
+    fig.suptitle("The same source images in D and in each generated set (titles: training labels)", fontsize=9)
+    fig.tight_layout(h_pad=0.6)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True

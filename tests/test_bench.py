@@ -157,7 +157,7 @@ def test_fast_paths_keep_targeted_success(digits_attack_set, kw, tol):
 def test_bench_cli_writes_every_field(tmp_path, capsys):
     out = tmp_path / "bench.json"
     p = advgen("bench", "--model", "small_cnn", "--batch", "8", "--steps", "2", "--repeats", "1", "--out", out,
-               "--threads", "1", cwd=REPO, timeout=120)
+               "--threads", "1", "--device", "cpu", cwd=REPO, timeout=120)
     assert "advgen_fp32" in p.stdout
     r = json.loads(out.read_text())
     assert set(r) >= {"config", "device", "torch", "cpu_capability", "methods"}

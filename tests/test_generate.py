@@ -3,6 +3,7 @@ loopback, crash (kill -9) and resume, the shipped digits_det recipe, and clear e
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,7 +30,7 @@ def small_recipe(path: Path, ckpt: Path, out: Path, **attack) -> Path:
         "attack": {"kind": "pgd", "norm": "l2", "eps": 1.5, "step_size": 0.3, "steps": 10, "targets": "det",
                    **attack},
         "output": {"dir": str(out), "shard_size": 32, "npy": True},   # 5 shards, the last one short
-        "batch_size": 12, "seed": 3})
+        "batch_size": 12, "seed": 3, "device": "cpu"})     # the CPU path, also on a machine with a GPU
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +79,32 @@ def test_two_processes_give_identical_bytes(reference, tmp_path):
     assert ranks == {0, 1}, "both ranks must have written shards"
     assert json.loads((out / "manifest.json").read_text())["world_size"] == 2
     assert files_of(out) == files_of(ref_out)
+
+
+def test_resume_deals_the_remaining_shards_to_every_rank(reference, tmp_path):
+    """Shards 1 and 3 left to do after a crash: both used to go to rank 1 (i % 2) while rank 0 waited; the remaining
+    shards are dealt round-robin instead, and the bytes are still those of one uninterrupted run."""
+    import yaml
+
+    recipe, ref_out = reference
+    out = tmp_path / "resumed"
+    shutil.copytree(ref_out, out)
+    saved = yaml.safe_load((out / "recipe.yaml").read_text())
+    saved["output"]["dir"] = str(out)
+    (out / "recipe.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    (out / "manifest.json").unlink()
+    for i in (1, 3):
+        for p in (out / "markers" / f"shard-{i:05d}.json", out / "shards" / f"shard-{i:05d}.tar",
+                  out / "data" / f"train-{i:05d}.parquet"):
+            p.unlink()
+    kept = {i: (out / "markers" / f"shard-{i:05d}.json").read_bytes() for i in (0, 2, 4)}
+    accelerate_launch([recipe, f"output.dir={out}"], num_processes=2)
+    ranks = {i: json.loads((out / "markers" / f"shard-{i:05d}.json").read_text())["rank"] for i in (1, 3)}
+    assert ranks == {1: 0, 3: 1}
+    assert {i: (out / "markers" / f"shard-{i:05d}.json").read_bytes() for i in (0, 2, 4)} == kept
+    assert files_of(out) == files_of(ref_out)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["world_size"] == 2 and m["count"] == 150 and m["speed"]["threads"] == 1   # OMP_NUM_THREADS=1 (conftest)
 
 
 def free_port() -> int:
@@ -194,9 +221,10 @@ def test_fast_default_matches_exact_fp32_and_is_recorded(reference, tmp_path):
     fast, slow = (json.loads((o / "manifest.json").read_text()) for o in (out, exact))
     assert fast["speed"]["channels_last"] is True and fast["speed"]["fuse_bn"] is True
     assert fast["speed"]["batch_size"] == 12 and fast["speed"]["device"] == "cpu"
-    assert {k: v for k, v in slow["speed"].items() if not k.endswith("seconds")} == {
+    assert {k: v for k, v in slow["speed"].items() if not k.endswith("seconds") and k != "threads"} == {
         "device": "cpu", "autocast": "fp32", "channels_last": False, "compile": False, "fuse_bn": False,
         "batch_size": 12}
+    assert slow["speed"]["threads"] >= 1
     assert 0 <= slow["speed"]["writer_wait_seconds"] <= slow["seconds"]["total_last_run"]
     assert abs(fast["stats"]["mean_success"] - slow["stats"]["mean_success"]) <= 0.02      # 3 of 150 images
     assert fast["stats"]["mean_l2"] == pytest.approx(slow["stats"]["mean_l2"], rel=0.01)

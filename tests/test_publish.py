@@ -172,11 +172,19 @@ def test_publish_creates_one_commit_with_the_layout(two_config_repo, hub_server)
 
 
 def test_uploaded_bytes_equal_the_local_files(two_config_repo, outputs, hub_server):
+    """Data files byte for byte; the manifest as written, but with no local path in it."""
     repo, _ = two_config_repo
     files = hub_server.files(repo)
     for name in TWO:
         out = outputs[name]
-        assert files[f"manifests/{name}.json"] == (out / "manifest.json").read_bytes()
+        local, published = json.loads((out / "manifest.json").read_text()), json.loads(files[f"manifests/{name}.json"])
+        assert local["recipe"]["output"]["dir"] == str(out) and os.path.isabs(local["checkpoint"]["path"])
+        assert published["recipe"]["output"]["dir"] == "."
+        assert published["checkpoint"]["path"] == published["recipe"]["model"]["checkpoint"] == "tiny.safetensors"
+        text = files[f"manifests/{name}.json"].decode()
+        assert str(out.parent) not in text and '"/' not in text and '"~' not in text
+        assert {k: v for k, v in published.items() if k not in ("recipe", "checkpoint")} == \
+            {k: v for k, v in local.items() if k not in ("recipe", "checkpoint")}
         for i in range(3):
             assert files[f"data/{name}/train-{i:05d}.parquet"] == (out / f"data/train-{i:05d}.parquet").read_bytes()
             assert files[f"webdataset/{name}/shard-{i:05d}.tar"] == (out / f"shards/shard-{i:05d}.tar").read_bytes()
@@ -314,7 +322,8 @@ def broken_copies(outputs, d: Path) -> dict:
     """Copies of d_det, each broken in one way."""
     src = outputs["d_det"]
     cases = {}
-    for case in ("no_manifest", "no_marker", "no_tar", "bad_tar", "bad_parquet", "cut_parquet", "marker_mismatch"):
+    for case in ("no_manifest", "no_marker", "no_tar", "bad_tar", "bad_parquet", "cut_parquet", "marker_mismatch",
+                 "manifest_number", "manifest_shards", "tar_outside", "marker_list"):
         dst = d / case
         shutil.copytree(src, dst)
         cases[case] = dst
@@ -335,6 +344,13 @@ def broken_copies(outputs, d: Path) -> dict:
     marker = json.loads(mk.read_text())
     marker["count"] += 1
     mk.write_text(json.dumps(marker))
+    (cases["manifest_number"] / "manifest.json").write_text("5")
+    for case, change in (("manifest_shards", lambda m: m.update(shards=[1, 2, 3])),
+                         ("tar_outside", lambda m: m["shards"][0].update(tar="../../outside.tar"))):
+        m = json.loads((cases[case] / "manifest.json").read_text())
+        change(m)
+        (cases[case] / "manifest.json").write_text(json.dumps(m))
+    (cases["marker_list"] / "markers" / "shard-00001.json").write_text("[1, 2]")
     return cases
 
 
@@ -343,7 +359,12 @@ EXPECTED = {"no_manifest": "no manifest.json", "no_marker": "shard 1 has no mark
             "bad_tar": "shards/shard-00000.tar does not match its sha256",
             "bad_parquet": "data/train-00001.parquet does not match its sha256",
             "cut_parquet": "data/train-00002.parquet is not a readable parquet file",
-            "marker_mismatch": "marker and manifest disagree on 'count'"}
+            "marker_mismatch": "marker and manifest disagree on 'count'",
+            "manifest_number": "manifest.json is a JSON int, not an object; it was not written by advgen generate",
+            "manifest_shards": "manifest.json lists shard 0 wrongly (a JSON int, not an object)",
+            "tar_outside": "manifest.json lists shard 0 wrongly ('tar' is '../../outside.tar', not "
+                           "'shards/shard-00000.tar')",
+            "marker_list": "marker markers/shard-00001.json is not a shard marker (a JSON list, not an object)"}
 
 
 def test_incomplete_or_modified_outputs_are_refused_before_any_upload(outputs, two_config_repo, hub_server, tmp_path,
@@ -352,9 +373,16 @@ def test_incomplete_or_modified_outputs_are_refused_before_any_upload(outputs, t
     monkeypatch.setenv("HF_TOKEN", hub_server.token)
     before = hub_server.commits(repo)
     n = len(hub_server.requests_log)
+    from advgen.cards import main as card_main
+
     for case, out in broken_copies(outputs, tmp_path).items():
         rc, _, err = publish_main(capsys, out, outputs["d_rand"], "--repo-id", repo)
         assert EXPECTED[case] in one_line_error(rc, err), (case, err)
+        rc = card_main([str(out), str(outputs["d_rand"])])      # the card checks what publish checks
+        out_text, err = capsys.readouterr()
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert rc == 2 and out_text == "" and len(lines) == 1 and lines[0].startswith("advgen card: error: "), err
+        assert EXPECTED[case] in lines[0], (case, err)
     # two outputs of the same config
     dup = tmp_path / "dup"
     shutil.copytree(outputs["d_det"], dup)

@@ -10,7 +10,7 @@ from advgen.recipe import (AttackConfig, GenerateRecipe, RecipeError, TrainRecip
                            load_recipe)
 from tests.conftest import CIFAR, REPO, advgen, write_yaml
 
-RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
+RECIPES = sorted((REPO / "recipes").glob("**/*.yaml"))
 
 
 def base(tmp_path, tiny_ckpt="x.safetensors"):
@@ -54,6 +54,24 @@ def test_bad_values_are_quoted(tmp_path, key, value, pattern):
     data["attack"][key] = value
     with pytest.raises(RecipeError, match=pattern):
         load(tmp_path, data)
+
+
+@pytest.mark.parametrize("override,pattern", [
+    ("seed=-1", r"seed: must be >= 0, got -1"),
+    ("attack.eps=.inf", r"attack\.eps: expected a finite number, got inf"),
+    ("attack.step_size=.nan", r"attack\.step_size: expected a finite number, got nan"),
+    ("attack.eps=1.0e+999", r"attack\.eps: expected a finite number, got inf"),
+    ("output.dir=", r"output\.dir: is empty; give the output a directory of its own"),
+])
+def test_values_json_cannot_hold_or_the_run_cannot_use_are_refused(tmp_path, override, pattern):
+    with pytest.raises(RecipeError, match=pattern):
+        load(tmp_path, base(tmp_path), [override])
+
+
+def test_train_recipe_seed_must_not_be_negative(tmp_path):
+    with pytest.raises(RecipeError, match=r"seed: must be >= 0, got -3"):
+        load_recipe(write_yaml(tmp_path / "t.yaml", {"name": "t", "source": {"kind": "digits"}, "seed": -3}),
+                    TrainRecipe)
 
 
 def test_missing_paths(tmp_path):
@@ -108,12 +126,18 @@ def test_shipped_recipes_load(path):
     data = yaml.safe_load(path.read_text())
     if "../shared/" in path.read_text() and not CIFAR.is_dir():
         pytest.skip("offline CIFAR-10 copy (../shared/data/cifar10) not beside this checkout")
-    if path.name.startswith("verify_"):
+    if path.name.startswith("reproduce_"):
+        from advgen.reproduce import load_pipeline
+
+        recipe = load_pipeline(path).recipe           # and every stage recipe it chains
+    elif path.name.startswith("verify") or "datasets" in data:
         from advgen.verify import VerifyRecipe as cls
+        recipe = load_recipe(path, cls)
     else:
         cls = GenerateRecipe if "dataset" in data else TrainRecipe
-    recipe = load_recipe(path, cls)
-    assert recipe.name == path.stem
+        recipe = load_recipe(path, cls)
+    # recipes/fast/d_det.yaml is named fast_d_det
+    assert recipe.name == (path.stem if path.parent.name == "recipes" else f"{path.parent.name}_{path.stem}")
 
 
 def test_cli_reports_one_line_error_and_nonzero_exit(tmp_path):

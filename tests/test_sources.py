@@ -70,3 +70,12 @@ def test_imagefolder_with_class_groups(tmp_path):
     bad = SourceConfig(kind="imagefolder", path=str(tmp_path), class_groups={"x": [[4, 9]]})
     with pytest.raises(RecipeError, match="goes past the 6 classes"):
         load_source(bad, "train")
+
+
+def test_fingerprint_follows_what_a_generation_reads():
+    """A resume compares it with the shards' markers: equal for the same images, different for any other subset."""
+    a, b = (load_source(SourceConfig(kind="digits", limit=100)) for _ in range(2))
+    assert a.fingerprint() == b.fingerprint() and len(a.fingerprint()) == 64
+    assert load_source(SourceConfig(kind="digits", limit=101)).fingerprint() != a.fingerprint()
+    assert load_source(SourceConfig(kind="synthetic", num_samples=100, shape=[1, 8, 8])).fingerprint() != a.fingerprint()
+    assert a.staged("cpu").fingerprint() == a.fingerprint()

@@ -291,3 +291,87 @@ def test_digits_study_recipe_reproduces_the_measured_table(tmp_path):
     assert all(r["passed"] for r in report["results"]), [r["failures"] for r in report["results"]]
     assert len(report["orderings"]) == 4 and all(o["holds"] for o in report["orderings"]), report["orderings"]
     assert p.returncode == 0, p.stderr[-3000:]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Claims with margins, resume, dealing, per-entry seeds, shifted labels, leakage probes
+# ----------------------------------------------------------------------------------------------------------------
+
+def test_claims_with_margins_and_factors_are_checked_on_the_means():
+    from advgen.verify import VerifyRecipe, check_orderings, parse_claim
+    from advgen.recipe import from_dict
+
+    assert parse_claim("a.std_acc > b.std_acc") is not None and parse_claim("a.acc > b.std_acc") is None
+    rows = [{"dataset": "a", "std_acc": 0.50, "std_acc_std": 0.02, "robust_acc": 0.30, "robust_acc_std": 0.01},
+            {"dataset": "b", "std_acc": 0.60, "std_acc_std": 0.04, "robust_acc": 0.15, "robust_acc_std": 0.02}]
+    claims = ["a.robust_acc >= b.robust_acc + 0.15",          # 0.30 >= 0.30: holds (>=)
+              "a.robust_acc > b.robust_acc + 0.15",           # 0.30 > 0.30: does not
+              "a.std_acc >= 0.8 * b.std_acc",                 # 0.50 >= 0.48
+              "b.robust_acc < a.robust_acc - 0.2",            # 0.15 < 0.10: does not
+              "a.std_acc > 0.1"]
+    recipe = from_dict(VerifyRecipe, {"name": "x", "source": {"kind": "digits"}, "orderings": claims,
+                                      "datasets": {"a": {"path": "p"}, "b": {"path": "q"}}})
+    out = check_orderings(recipe, rows)
+    assert [o["holds"] for o in out] == [True, False, True, False, True]
+    assert out[2]["right"] == pytest.approx(0.48) and out[2]["right_std"] == pytest.approx(0.8 * 0.04)
+    assert out[3]["right"] == pytest.approx(0.10) and out[4]["right"] == 0.1 and out[4]["right_std"] == 0.0
+
+
+def test_deal_gives_every_rank_the_same_balanced_split():
+    from advgen.verify import deal
+
+    jobs = [("adv", 0), ("adv", 1), ("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    costs = [8, 8, 1, 1, 1, 1]
+    split = deal(jobs, costs, 2)
+    assert split == [[("adv", 0), ("a", 0), ("b", 0)], [("adv", 1), ("a", 1), ("b", 1)]]
+    assert deal(jobs, costs, 1) == [sorted(jobs, key=lambda j: -costs[jobs.index(j)])]
+
+
+def test_a_rerun_reuses_finished_models_and_redoes_changed_ones(tmp_path, tiny_set):
+    recipe = verify_recipe(tmp_path / "v.yaml", tiny_set, tmp_path / "rep")
+    advgen("verify", recipe, "seeds=[0]")
+    runs = tmp_path / "rep" / "runs"
+    first = {f.name: f.read_text() for f in runs.glob("*.json")}
+    assert set(first) == {"d_det-seed0.json", "d_det_npy-seed0.json", "baseline_std-seed0.json",
+                          "baseline_adv-seed0.json"}
+    p = advgen("verify", recipe, "seeds=[0]", "datasets.baseline_std.epochs=7")
+    assert "3 of 4 models already trained" in p.stdout
+    second = {f.name: f.read_text() for f in runs.glob("*.json")}
+    assert {k for k in first if first[k] != second[k]} == {"baseline_std-seed0.json"}
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    d_det = next(r for r in report["results"] if r["dataset"] == "d_det")
+    assert d_det["per_seed"][0]["std_acc"] == json.loads(first["d_det-seed0.json"])["run"]["std_acc"]
+    p = advgen("verify", recipe, "seeds=[0]", "resume=false")
+    assert "already trained" not in p.stdout
+
+
+def test_entry_seeds_shifted_labels_and_a_leakage_probe(tmp_path, tiny_set):
+    recipe = verify_recipe(tmp_path / "v.yaml", tiny_set, tmp_path / "rep", d_det={"path": str(tiny_set)},
+                           d_det_leak={"path": str(tiny_set), "seeds": [5],
+                                       "adversarial": {"norm": "l2", "eps": 0.5, "step_size": 0.25, "steps": 2}})
+    advgen("verify", recipe, "eval.shifted_labels=true")
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    res = {r["dataset"]: r for r in report["results"]}
+    assert res["d_det"]["seeds"] == [0, 1] and res["d_det_leak"]["seeds"] == [5]
+    assert res["d_det_leak"]["train"]["adversarial"]["eps"] == 0.5
+    assert res["d_det_leak"]["train"]["adversarial"]["iterate"] == "last"
+    for r in res.values():
+        assert 0.0 <= r["shifted_acc"] <= 1.0
+        assert r["shifted_acc"] == pytest.approx(np.mean([s["shifted_acc"] for s in r["per_seed"]]))
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "shifted test labels" in md and "Robust-feature leakage" in md and "| d_det_leak | l2 ε 0.5, 2 steps |" in md
+
+
+def test_figure2a_grid_of_the_same_source_images(tmp_path, tiny_set):
+    recipe = verify_recipe(tmp_path / "v.yaml", tiny_set, tmp_path / "rep", d_det={"path": str(tiny_set)},
+                           again={"path": str(tiny_set), "use_npy": True})
+    advgen("verify", recipe, "seeds=[0]", "grid=[d_det, again]")
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["figures"]["figure2a"] == "figure2a.png"
+    assert Image.open(tmp_path / "rep" / "figure2a.png").size[1] > Image.open(
+        tmp_path / "rep" / "samples_d_det.png").size[1]        # three rows (D + 2 sets) against two
+    from advgen.recipe import RecipeError
+    from advgen.verify import load_verify_recipe
+
+    with pytest.raises(RecipeError, match="grid: 'nope' is not a generated set"):
+        load_verify_recipe(recipe, ["grid=[nope]"])

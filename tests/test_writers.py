@@ -7,6 +7,7 @@ import tarfile
 import numpy as np
 import pytest
 
+from advgen.models.checkpoint import sha256_file
 from advgen.writers.manifest import write_hf_readme
 from advgen.writers.shards import (Sample, clear_shard, decode_png, encode_png, read_marker, tar_path, to_uint8,
                                    write_shard)
@@ -90,3 +91,22 @@ def test_corrupt_or_partial_shards_are_not_complete(tmp_path):
     assert read_marker(tmp_path, 1) is None
     clear_shard(tmp_path, 1)
     assert not [p for d in ("shards", "data", "markers") for p in (tmp_path / d).glob("*00001*")]
+
+
+@pytest.mark.parametrize("case", ["list", "string", "count_text", "other_shard", "tar_outside", "no_sha", "stats_list",
+                                  "not_utf8"])
+def test_markers_of_the_wrong_shape_are_not_finished(tmp_path, case):
+    """A marker is "finished" only with the shape write_shard gives it; anything else (valid JSON included) is redone,
+    and a marker cannot point at a file outside its shard."""
+    marker = write_shard(tmp_path, 0, make_samples(), CLASSES, {"l2": 1.0})
+    assert read_marker(tmp_path, 0) == marker
+    outside = tmp_path / "elsewhere.tar"
+    outside.write_bytes(b"not a shard")
+    bad = {"list": [1, 2], "string": "done", "count_text": dict(marker, count="7"),
+           "other_shard": dict(marker, shard=3),
+           "tar_outside": dict(marker, tar="elsewhere.tar", tar_sha256=sha256_file(outside)),
+           "no_sha": {k: v for k, v in marker.items() if k != "parquet_sha256"},
+           "stats_list": dict(marker, stats=[1.0])}
+    mp = tmp_path / "markers" / "shard-00000.json"
+    mp.write_bytes(b"\xff\xfe{" if case == "not_utf8" else json.dumps(bad[case]).encode())
+    assert read_marker(tmp_path, 0) is None

@@ -91,7 +91,13 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """
     import torch.fx
 
-    graph = torch.fx.symbolic_trace(model).graph
+    class Tracer(torch.fx.Tracer):
+        # Conv / BatchNorm subclasses (airbench's) are leaves like their torch.nn bases: tracing into a BatchNorm's
+        # forward fails on its `num_batches_tracked` branch, and folding needs both as modules.
+        def is_leaf_module(self, m, qualname):
+            return isinstance(m, (nn.Conv2d, nn.BatchNorm2d)) or super().is_leaf_module(m, qualname)
+
+    graph = Tracer().trace(model)
     modules = dict(model.named_modules())
     calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
     pairs = []

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from advgen.models.checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint, sha256_file
+from advgen.models.checkpoint import (CheckpointError, load_checkpoint, read_meta, readable_sha256, save_checkpoint,
+                                      sha256_file)
 from advgen.models.nets import Classifier, build_classifier
 
 __all__ = ["Classifier", "CheckpointError", "build_classifier", "load_checkpoint", "read_meta",
@@ -27,7 +28,7 @@ def resolve_checkpoint(ref, train_if_missing: bool = True) -> str:
         src = Path(ref.checkpoint)
         if src.suffix == ".safetensors":
             return ref.checkpoint
-        dst = CONVERTED_DIR / f"{src.stem}-{sha256_file(src)[:12]}.safetensors"
+        dst = CONVERTED_DIR / f"{src.stem}-{readable_sha256(src)[:12]}.safetensors"
         if not (dst.is_file() and dst.with_suffix(".json").is_file()):
             if not train_if_missing:
                 raise CheckpointError(f"{ref.checkpoint!r} is not converted yet (expected {str(dst)!r})")
@@ -43,7 +44,10 @@ def resolve_checkpoint(ref, train_if_missing: bool = True) -> str:
     path = Path(recipe.checkpoint)
     meta_file = path.with_suffix(".json")
     if path.is_file() and meta_file.is_file():
-        cached = json.loads(meta_file.read_text()).get("recipe")
+        try:
+            cached = json.loads(meta_file.read_text()).get("recipe")
+        except (ValueError, OSError, AttributeError):     # a broken JSON is no cache: train again
+            cached = None
         if cached == json.loads(json.dumps(to_dict(recipe))):
             return str(path)
     if not train_if_missing:

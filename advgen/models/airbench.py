@@ -20,7 +20,6 @@ Cost on 2 CPU cores: ~1 s per 1,000 CIFAR images per epoch with width 64 (CPU is
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -28,31 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-
-@dataclass(frozen=True)
-class AirbenchConfig:
-    """The airbench-only part of the training recipe (epochs, batch, lr, momentum, wd, augment: TrainConfig).
-
-    With trainer "airbench", TrainConfig.lr and weight_decay are airbench's per-1,024-examples values
-    (airbench94: lr 11.5, momentum 0.85, weight_decay 0.0153, batch 1024); milestones are unused.
-    """
-
-    label_smoothing: float = 0.2       # cross-entropy label smoothing
-    bias_scaler: float = 64.0          # lr multiplier (not wd) for BatchNorm biases
-    whiten_bias_epochs: int = 3        # epochs the whitening conv's bias trains before it is frozen
-    warmup: float = 0.23               # fraction of steps of linear lr warm-up (from 0.2x to 1x)
-    final_lr: float = 0.07             # lr multiplier reached at the last step (linear warm-down)
-    lookahead: bool = True             # EMA-lookahead of the weights every 5 steps (decay 0.95^5 * t^3)
-    whiten_samples: int = 5000         # training images used for the whitening init
-    bf16: bool = True                  # autocast the forward to bf16 on CUDA (ignored on CPU)
-
-    def validate(self, where: str):
-        from advgen.recipe import _check
-
-        _check(0 <= self.label_smoothing < 1, f"{where}.label_smoothing",
-               f"must be in [0, 1), got {self.label_smoothing!r}")
-        _check(0 <= self.warmup < 1, f"{where}.warmup", f"must be in [0, 1), got {self.warmup!r}")
-        _check(self.whiten_samples >= 1, f"{where}.whiten_samples", f"must be >= 1, got {self.whiten_samples!r}")
+from advgen.recipe import AirbenchConfig  # noqa: F401 (re-exported: the schema lives in recipe.py)
 
 
 class _BatchNorm(nn.BatchNorm2d):

@@ -5,7 +5,10 @@
     model = load_checkpoint("robustness_cifar_l2_0_5.pt")           # torch files: advgen.models.convert
 
 The JSON (`X.json` next to `X.safetensors`) holds arch, num_classes, in_channels, width,
-feature_dim, mean, std, the resolved training recipe and the measured test accuracy.
+feature_dim, mean, std, the sha256 of the weights file, the resolved training recipe and the measured
+test accuracy. Loading checks all of it: a JSON that is not one, names an unknown arch or lacks a key,
+weights whose bytes no longer match the recorded sha256 or whose shapes do not fit the architecture,
+and a file that cannot be read are each a one-line CheckpointError.
 """
 
 from __future__ import annotations
@@ -57,17 +60,42 @@ def save_checkpoint(model: Classifier, path, meta: dict):
     jtmp.replace(meta_path(path))
 
 
+def readable_sha256(path) -> str:
+    """sha256_file, with a file that cannot be read (permissions, a directory...) as a one-line CheckpointError."""
+    try:
+        return sha256_file(path)
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read ({e.strerror or e}); fix its "
+                              "permissions or give another file") from None
+
+
 def read_meta(path) -> dict:
     mp = meta_path(path)
     if not mp.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} has no {mp.name} beside it; "
                               "convert it with `advgen convert-checkpoint SRC DST`")
-    return json.loads(mp.read_text())
+    try:
+        meta = json.loads(mp.read_text())
+    except OSError as e:
+        raise CheckpointError(f"{str(mp)!r} cannot be read ({e.strerror or e}); fix its permissions") from None
+    except ValueError as e:
+        raise CheckpointError(f"{str(mp)!r} is not valid JSON ({e}); re-save or re-convert the checkpoint") from None
+    missing = [k for k in ARCH_KEYS if k not in meta] if isinstance(meta, dict) else list(ARCH_KEYS)
+    if missing:
+        raise CheckpointError(f"{str(mp)!r} is not an advgen checkpoint JSON (no {', '.join(missing)}); "
+                              "re-save or re-convert the checkpoint")
+    return meta
 
 
-def build_from_meta(meta: dict) -> Classifier:
-    return build_classifier(meta["arch"], meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"],
-                            meta.get("width", 32), meta.get("feature_dim", 64))
+def build_from_meta(meta: dict, path=None) -> Classifier:
+    """The architecture the JSON describes (random weights); a JSON no model can be built from is a CheckpointError."""
+    try:
+        return build_classifier(meta["arch"], meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"],
+                                meta.get("width", 32), meta.get("feature_dim", 64))
+    except (ValueError, TypeError, RuntimeError) as e:     # unknown arch, a string where a number goes...
+        raise CheckpointError(f"{str(meta_path(path)) if path else 'the checkpoint JSON'!r} describes no model "
+                              f"advgen can build ({' '.join(str(e).split())[:200]}); re-save or re-convert the "
+                              "checkpoint") from None
 
 
 def freeze(model: torch.nn.Module) -> torch.nn.Module:
@@ -99,12 +127,24 @@ def load_checkpoint(path, arch=None, device="cpu") -> Classifier:
     if arch is not None and meta["arch"] != arch:
         raise CheckpointError(f"checkpoint {str(path)!r} holds {meta['arch']} weights, not the requested "
                               f"arch {arch!r}")
-    model = build_from_meta(meta)
+    digest = readable_sha256(path)
+    model = build_from_meta(meta, path)
     try:
         state = load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
         raise CheckpointError(f"checkpoint {str(path)!r} is corrupt ({e}); retrain or re-download it") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    if meta.get("sha256") is not None and digest != meta["sha256"]:     # readable, but not the bytes that were saved
+        raise CheckpointError(f"checkpoint {str(path)!r} does not match the sha256 recorded in "
+                              f"{meta_path(path).name} ({digest[:12]}… vs {str(meta['sha256'])[:12]}…): the weights "
+                              "changed after they were saved; retrain, re-download or re-convert it")
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:            # a tensor of the wrong shape for the JSON's architecture
+        first = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), str(e))
+        raise CheckpointError(f"checkpoint {str(path)!r}: the weights do not fit the architecture in "
+                              f"{meta_path(path).name} ({meta['arch']}, width {meta.get('width')}, feature_dim "
+                              f"{meta.get('feature_dim')}, {meta['in_channels']} channels, {meta['num_classes']} "
+                              f"classes): {first[:200]}; fix the JSON or re-convert the checkpoint") from None
     if missing or unexpected:
         raise CheckpointError(f"checkpoint {str(path)!r} does not match arch {meta['arch']!r}: "
                               f"missing {missing[:3]}, unexpected {unexpected[:3]}")

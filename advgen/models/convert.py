@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from advgen.models.checkpoint import (ARCHS, CheckpointError, freeze, load_checkpoint, meta_path, read_meta,
-                                      save_checkpoint, sha256_file)
+                                      readable_sha256, save_checkpoint, sha256_file)
 from advgen.models.nets import CIFAR_MEAN, CIFAR_STD, Classifier, build_net
 
 # (block kind, blocks per stage) of the CIFAR ResNets in nets.py / robustness cifar_models/resnet.py
@@ -205,10 +205,7 @@ def load_torch_checkpoint(path, arch: str | None = None, mean=None, std=None) ->
         raise CheckpointError(f"unknown arch {arch!r}; choose {', '.join(ARCHS)}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        digest = sha256_file(path)   # also surfaces unreadable files as one clear error
-    except OSError as e:
-        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read ({e.strerror or e})") from None
+    digest = readable_sha256(path)   # also surfaces unreadable files as one clear error
     state, info = unwrap_state_dict(read_torch_file(path), path)
     layout, net, stored_mean, stored_std = split_layout(state, path)
     shape = infer_arch(net, path)

@@ -161,7 +161,14 @@ def train_model(recipe: TrainRecipe) -> dict:
     std = std * c if len(std) == 1 and c > 1 else std
     model = build_classifier(recipe.model.arch, train.num_classes, c, mean, std, recipe.model.width,
                              recipe.model.feature_dim).to(device)
-    losses = fit(model, images, train.labels, recipe.train, seed=recipe.seed, device=device, desc=recipe.name)
+    if recipe.trainer == "airbench":
+        from advgen.models.airbench import train_airbench
+
+        losses = train_airbench(model, images, train.labels, recipe.train, recipe.airbench, seed=recipe.seed,
+                                device=device, desc=recipe.name)
+    else:
+        losses = fit(model, images, train.labels, recipe.train, seed=recipe.seed, device=device, desc=recipe.name)
+    train_seconds = time.time() - t0
     freeze(model)
     test_images = test.all_images()
     metrics = {"test_acc": accuracy(model, test_images, test.labels), "train_loss": losses[-1]}
@@ -173,10 +180,19 @@ def train_model(recipe: TrainRecipe) -> dict:
                                                 steps=recipe.train.eval_steps)
         metrics["robust_eps"], metrics["robust_norm"] = eval_eps, norm
         metrics["robust_steps"] = recipe.train.eval_steps
+    if recipe.train.eval_extra_eps:
+        norm = adv.norm if adv else "l2"
+        metrics["robust_acc_at"] = {f"{e:g}": robust_accuracy(model, test_images, test.labels, eps=e, norm=norm,
+                                                              steps=recipe.train.eval_steps)
+                                    for e in recipe.train.eval_extra_eps}
+    metrics["num_test"] = len(test)
+    metrics["train_seconds"] = round(train_seconds, 2)
     metrics["seconds"] = round(time.time() - t0, 2)
     meta = {"arch": recipe.model.arch, "num_classes": train.num_classes, "in_channels": c,
             "width": recipe.model.width, "feature_dim": recipe.model.feature_dim, "mean": list(mean),
             "std": list(std), "class_names": train.class_names, "adversarial": adv is not None,
+            # fit / train_airbench attack with the last PGD iterate whatever adversarial.keep_best says
+            "adversarial_iterate": "last" if adv is not None else None,
             "recipe": to_dict(recipe), "metrics": metrics}
     save_checkpoint(model, recipe.checkpoint, meta)
     print(f"{recipe.name}: test acc {metrics['test_acc']:.4f}"

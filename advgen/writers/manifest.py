@@ -1,7 +1,8 @@
 """The manifest (written last: its presence means the output is complete) and the HF README.
 
-`manifest.json` records the resolved recipe, advgen version, git sha, the source checkpoint's sha256,
-counts, aggregate statistics and every shard's checksums, plus the world size that made it.
+`manifest.json` records the resolved recipe, advgen version, git sha, the versions of the libraries that
+make the bytes, the source checkpoint's sha256 and the source's fingerprint, counts, aggregate statistics
+and every shard's checksums, plus the world size that made it.
 `README.md` carries the `configs:` / `dataset_info:` YAML so `datasets.load_dataset(out_dir)` reads the
 parquet files with Image + ClassLabel features.
 """
@@ -13,10 +14,11 @@ import subprocess
 from pathlib import Path
 from typing import Optional
 
-from advgen.writers.shards import DATA_DIR, SHARD_DIR, hf_features
+from advgen.writers.layout import DATA_DIR, MANIFEST, RECIPE, SHARD_DIR  # noqa: F401  (MANIFEST, RECIPE: here too)
+from advgen.writers.shards import hf_features
 
-MANIFEST = "manifest.json"
-RECIPE = "recipe.yaml"
+# The libraries whose versions decide the bytes of an output (PNG/tar/parquet encoders, the model's numerics).
+BYTE_LIBRARIES = ("torch", "numpy", "Pillow", "datasets", "pyarrow", "webdataset")
 
 
 class IncompleteOutputError(RuntimeError):
@@ -30,6 +32,20 @@ def advgen_version() -> str:
         return version("advgen")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+def library_versions() -> dict:
+    """{library: version} of BYTE_LIBRARIES and Python, for the manifest."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in BYTE_LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def git_sha() -> Optional[str]:

@@ -8,8 +8,11 @@ Layout of an output directory:
     recipe.yaml, manifest.json, README.md
 
 Shard i holds source positions [i*shard_size, (i+1)*shard_size): a fixed partition, so the files do
-not depend on how many processes wrote them. A shard counts as finished only when its marker exists
-and the checksums in it match the files; anything else is redone on the next run.
+not depend on how many processes wrote them. A shard counts as finished only when its marker exists,
+has the shape write_shard gives it (advgen.writers.layout.marker_problem) and the checksums in it match
+the files; anything else is redone on the next run. The marker also records what the shard was made
+from (`provenance`: checkpoint sha256, source fingerprint, advgen version), so a resume can refuse to
+mix shards of two models.
 """
 
 from __future__ import annotations
@@ -25,26 +28,12 @@ import numpy as np
 from PIL import Image
 
 from advgen.models.checkpoint import sha256_file
+# the layout's names are imported from here too (advgen.writers.shards.tar_path, SHARD_DIR...)
+from advgen.writers.layout import (DATA_DIR, MARKER_DIR, SHARD_DIR, marker_path, marker_problem,  # noqa: F401
+                                   parquet_path, shard_name, tar_path)
 
-SHARD_DIR, DATA_DIR, MARKER_DIR = "shards", "data", "markers"
 TAR_MTIME = 0           # fixed int tar header time: identical runs give identical bytes (a float adds a PAX header per member)
 PNG_COMPRESS_LEVEL = 6   # fixed so bytes do not depend on library defaults
-
-
-def shard_name(i: int) -> str:
-    return f"shard-{i:05d}"
-
-
-def tar_path(out: Path, i: int) -> Path:
-    return out / SHARD_DIR / f"{shard_name(i)}.tar"
-
-
-def parquet_path(out: Path, i: int) -> Path:
-    return out / DATA_DIR / f"train-{i:05d}.parquet"
-
-
-def marker_path(out: Path, i: int) -> Path:
-    return out / MARKER_DIR / f"{shard_name(i)}.json"
 
 
 def sample_key(source_index: int) -> str:
@@ -111,8 +100,11 @@ def hf_features(class_names: list[str], meta_example: dict):
 
 
 def write_shard(out: Path, i: int, samples: list[Sample], class_names: list[str], stats: dict,
-                parquet: bool = True, rank: int = 0) -> dict:
-    """Write shard i (tar, then parquet, then the marker) and return the marker dict."""
+                parquet: bool = True, rank: int = 0, provenance: Optional[dict] = None) -> dict:
+    """Write shard i (tar, then parquet, then the marker) and return the marker dict.
+
+    `provenance` (what the shard was made from) goes into the marker only: the tar and parquet bytes do not
+    depend on it."""
     import webdataset as wds
 
     for sub in (SHARD_DIR, DATA_DIR, MARKER_DIR):
@@ -130,6 +122,8 @@ def write_shard(out: Path, i: int, samples: list[Sample], class_names: list[str]
     _atomic_replace(tmp, tar)
     marker = {"shard": i, "count": len(samples), "rank": rank, "tar": tar.relative_to(out).as_posix(),
               "tar_sha256": sha256_file(tar), "stats": stats}
+    if provenance is not None:
+        marker["provenance"] = provenance
     if parquet:
         marker.update(write_parquet(out, i, samples, class_names))
     mtmp = marker_path(out, i).with_suffix(".json.tmp")
@@ -156,13 +150,16 @@ def write_parquet(out: Path, i: int, samples: list[Sample], class_names: list[st
 
 
 def read_marker(out: Path, i: int, check: bool = True) -> Optional[dict]:
-    """The marker of shard i if the shard is complete (files present, checksums match), else None."""
+    """The marker of shard i if the shard is complete (a marker of the right shape, files present, checksums
+    match), else None."""
     mp = marker_path(out, i)
     if not mp.is_file():
         return None
     try:
         marker = json.loads(mp.read_text())
-    except json.JSONDecodeError:
+    except (ValueError, OSError):        # not JSON, not UTF-8, unreadable: not finished
+        return None
+    if marker_problem(marker, i) is not None:
         return None
     if check:
         for key in ("tar", "parquet"):

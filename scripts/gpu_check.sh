@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The blind GPU check for a session lent a GPU (the `device` tool): <= 8 minutes on one H100/H200, every step
+# time-boxed, JSON written as each step ends (results/gpu/<step>.json, copied to $OUT when set).
+#
+# Here, once (needs PyPI; writes ignored folders .gpu_data/ and .whl/, ~40 MB to carry):
+#     bash scripts/gpu_check.sh --prepare
+# On the GPU machine (device.run with carry [".gpu_data", ".whl"], timeout_s 600):
+#     bash scripts/gpu_check.sh
+# On a CPU, to check the script itself with tiny sizes (JSON to /tmp/gpu_check_smoke):
+#     GPU_CHECK_SMOKE=1 GPU_CHECK_BOX_SCALE=6 bash scripts/gpu_check.sh
+#
+# Order and boxes follow ../shared/GPU_NOTES.md ("A blind GPU check"): what matters most runs first.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+if [ "${1:-}" = "--prepare" ]; then
+    set -e
+    mkdir -p .gpu_data .whl
+    # CIFAR-10: the offline copy's train and test parquet (45 + 9 MB) -- the GPU machine has no network.
+    cp -r ../shared/data/cifar10 .gpu_data/
+    # Packages the GPU image lacks (it has torch, accelerate, huggingface-hub, pyarrow, pandas, ...): wheels for its
+    # Python 3.12, without dependencies (each needed one is named).
+    $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d .whl datasets==5.2.0 webdataset==1.0.2 braceexpand==0.1.7 dill==0.4.1 multiprocess==0.70.19 torchattacks==3.5.1
+    du -sh .gpu_data .whl
+    exit 0
+fi
+
+OUT_DIR=${GPU_CHECK_OUT:-results/gpu}
+[ "${GPU_CHECK_SMOKE:-0}" = 1 ] && OUT_DIR=${GPU_CHECK_OUT:-/tmp/gpu_check_smoke}
+SCALE=${GPU_CHECK_BOX_SCALE:-1}     # a slow CPU smoke run stretches every box
+mkdir -p "$OUT_DIR"
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+fi
+export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+export HF_HUB_DISABLE_XET=1
+
+# step  box (s): env 45, gpu tests 90, verifier 90, determinism 50, bench 50, precision 40, oom 25, pipeline 90:
+# 480 s at the most, plus ~15 s of wheel installs; most steps end well inside their box.
+run_step() {
+    local step=$1 box=$(( $2 * SCALE )) t0=$SECONDS
+    echo "== $step (box ${box}s)"
+    timeout --kill-after=5 "$box" $PY scripts/gpu_check.py "$step" "$OUT_DIR"
+    local rc=$?
+    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+        printf '{"status": "timeout", "box_seconds": %s}\n' "$box" > "$OUT_DIR/$step.json"
+    fi
+    echo "== $step: exit $rc after $((SECONDS - t0)) s"
+}
+run_step env 45
+run_step tests 90
+run_step verifier 90
+run_step determinism 50
+run_step bench 50
+run_step precision 40
+run_step oom 25
+GPU_CHECK_PIPELINE_SECONDS=$(( 80 * SCALE )) run_step pipeline 90
+
+$PY - "$OUT_DIR" <<'PYEOF'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+summary = {p.stem: json.loads(p.read_text()).get("status") for p in sorted(out.glob("*.json")) if p.stem != "summary"}
+(out / "summary.json").write_text(json.dumps(summary, indent=2))
+print(json.dumps(summary))
+PYEOF
+if [ -n "${OUT:-}" ]; then
+    mkdir -p "$OUT/gpu" && cp "$OUT_DIR"/*.json "$OUT/gpu/" 2>/dev/null
+    tar czf "$OUT/gpu_runs.tgz" runs/gpu_fast/stages runs/gpu_fast/report.* runs/gpu_fast/verify/*.json \
+        2>/dev/null || true
+fi
