@@ -375,3 +375,18 @@ def test_figure2a_grid_of_the_same_source_images(tmp_path, tiny_set):
 
     with pytest.raises(RecipeError, match="grid: 'nope' is not a generated set"):
         load_verify_recipe(recipe, ["grid=[nope]"])
+
+
+def test_report_says_which_setting_each_recipe_measured():
+    from advgen.report import setting_of
+
+    def rep(source, model):
+        return {"recipe": {"source": source, "model": model}}
+
+    cifar = {"kind": "hf", "path": "uoft-cs/cifar10"}
+    assert setting_of(rep(cifar, {"arch": "resnet50"})).startswith("the paper's setting")
+    assert setting_of(rep(cifar, {"arch": "airbench", "width": 64})) == "`fast` scale (airbench w64, all of CIFAR-10)"
+    assert setting_of(rep(dict(cifar, limit=2000), {"arch": "airbench", "width": 16})) == \
+        "`cpu` scale: the fast pipeline at width 16 on the first 2,000 CIFAR-10 training images"
+    assert setting_of(rep(dict(cifar, limit=1000), {"arch": "small_cnn"})).startswith("stand-in: small_cnn")
+    assert setting_of(rep({"kind": "digits"}, {"arch": "small_cnn"})).startswith("stand-in: scikit-learn digits")
