@@ -17,16 +17,16 @@ file as recorded): ~1 s per GB; four digits configs take well under a second.
 
 Verification reports (`advgen verify`): JSON with a list `results`, one entry per trained model, each with at
 least dataset, model, std_acc, robust_acc, eps, paper_std_acc, paper_robust_acc, expected, passed, seconds
-(accuracies are fractions; also used when present: kind, title, use_npy, *_std, seeds, and the report's
-recipe.datasets[name].path to tell which output a row is about). Found at OUT/verify/*.json, or passed with
---report (repeatable). A row with use_npy true (or `images` "npy") is a model trained on the float32 copies, not
-the PNGs; where both exist for a config and model, the card shows the accuracy difference. A top-level
+(accuracies are fractions; also used when present: kind, title, use_npy, *_std, seeds). A row belongs to the
+output whose manifest it names: its `manifest_sha256` is the sha256 of that output's manifest.json (a local
+output) or of the manifests/<config>.json `advgen publish` made of it (a Hub config). Found at OUT/verify/*.json,
+or passed with --report (repeatable). A row with use_npy true (or `images` "npy") is a model trained on the float32
+copies, not the PNGs; where both exist for a config and model, the card shows the accuracy difference. A top-level
 `png_vs_float` mapping, if present, is shown as is.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -37,8 +37,10 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import quote
 
-# The output layout (advgen.writers.layout has no torch import: this CLI needs none).
-from advgen.writers.layout import MANIFEST, MARKER_DIR, marker_path, marker_problem, shard_entry_problem  # noqa: E402
+from advgen.cli import parser, run
+from advgen.errors import CardError, OutputError
+from advgen.recipe import TARGETS_OF
+from advgen.writers.layout import MANIFEST, check_files, read_manifest
 
 TEMPLATE = "dataset_card.md.j2"
 
@@ -101,14 +103,6 @@ BIBTEX = """@inproceedings{ilyas2019adversarial,
 }"""
 
 
-class CardError(ValueError):
-    """An output or report the card cannot be made from; the message names the file and the fix."""
-
-
-class IncompleteOutputError(CardError):
-    """An output whose generation did not finish (no manifest) or whose files are missing."""
-
-
 # ------------------------------------------------------------------------------------------------------------------
 # Reading outputs and reports
 # ------------------------------------------------------------------------------------------------------------------
@@ -158,19 +152,7 @@ def load_config(out) -> ConfigSource:
     out = Path(out)
     if not out.is_dir():
         raise CardError(f"{out}: no such output directory")
-    try:
-        manifest_bytes = (out / MANIFEST).read_bytes()
-    except FileNotFoundError:
-        raise IncompleteOutputError(f"{out}: no {MANIFEST}; the generation did not finish — re-run the same recipe "
-                                    "to resume it") from None
-    try:
-        manifest = json.loads(manifest_bytes)
-    except ValueError as e:
-        raise IncompleteOutputError(f"{out}/{MANIFEST} is not valid JSON ({e}); re-run the recipe") from None
-    problem = manifest_problem(manifest)
-    if problem:
-        raise IncompleteOutputError(f"{out}/{MANIFEST} {problem}; it was not written by advgen generate — re-run "
-                                    "the recipe")
+    manifest, manifest_bytes = read_manifest(out)
     if manifest["dataset"] not in CONFIGS:
         raise CardError(f"{out}/{MANIFEST}: unknown dataset {manifest['dataset']!r}; "
                         f"expected one of {', '.join(CONFIG_ORDER)}")
@@ -183,87 +165,20 @@ def load_config(out) -> ConfigSource:
     for rel in parquets:
         path = out / rel
         if not path.is_file():
-            raise IncompleteOutputError(f"{out}: {rel} is missing; re-run the recipe to redo the shard")
+            raise OutputError(f"{out}: {rel} is missing; re-run the recipe to redo the shard")
         try:
             meta = pq.read_metadata(path)
         except Exception as e:      # pyarrow.ArrowInvalid & co: a truncated or overwritten file
-            raise IncompleteOutputError(f"{out}: {rel} is not a readable parquet file ({type(e).__name__}); re-run "
-                                        "the recipe to redo the shard") from None
+            raise OutputError(f"{out}: {rel} is not a readable parquet file ({type(e).__name__}); re-run the recipe "
+                              "to redo the shard") from None
         if schema is None:
             schema = meta.schema.to_arrow_schema()
         elif not meta.schema.to_arrow_schema().equals(schema, check_metadata=True):
             raise CardError(f"{out}: {rel} has other columns than {parquets[0]}; regenerate the output")
         cfg.num_bytes += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
     cfg.features = Features.from_arrow_schema(schema)
-    check_output(cfg)
+    check_files(out, manifest)
     return cfg
-
-
-MANIFEST_FIELDS = {"dataset": str, "shards": list, "count": int, "recipe": dict, "checkpoint": dict, "source": dict,
-                   "stats": dict}
-
-
-def manifest_problem(m) -> Optional[str]:
-    """What is wrong with the shape of a manifest read from JSON ("has no 'count'"), or None."""
-    if not isinstance(m, dict):
-        return f"is a JSON {type(m).__name__}, not an object"
-    for key, kind in MANIFEST_FIELDS.items():
-        if key not in m:
-            return f"has no {key!r}"
-        if not isinstance(m[key], kind) or isinstance(m[key], bool):
-            return f"has a {key!r} that is not a {kind.__name__}"
-    if not isinstance(m["recipe"].get("attack"), dict):
-        return "has no 'recipe.attack'"
-    for i, entry in enumerate(m["shards"]):
-        problem = shard_entry_problem(entry, i)
-        if problem:
-            return f"lists shard {i} wrongly ({problem})"
-    return None
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def check_output(cfg: ConfigSource):
-    """Everything the manifest promises is there and intact; raises IncompleteOutputError naming the first problem."""
-    out, m = cfg.out, cfg.manifest
-    shards = m["shards"]
-    n = m.get("num_shards", len(shards))
-    if len(shards) != n:
-        raise IncompleteOutputError(f"{out}: manifest lists {len(shards)} shards but num_shards is {n}; re-run the "
-                                    "recipe")
-    if sum(s["count"] for s in shards) != m["count"]:
-        raise IncompleteOutputError(f"{out}: shard counts in the manifest do not add up to count {m['count']}")
-    for i, s in enumerate(shards):
-        mp = marker_path(out, i)
-        if not mp.is_file():
-            raise IncompleteOutputError(f"{out}: shard {i} has no marker ({MARKER_DIR}/{mp.name}); the output is "
-                                        "incomplete, re-run the same recipe to redo it")
-        try:
-            marker = json.loads(mp.read_text())
-        except ValueError:
-            raise IncompleteOutputError(f"{out}: marker {MARKER_DIR}/{mp.name} is not valid JSON; re-run the "
-                                        "recipe") from None
-        problem = marker_problem(marker, i)
-        if problem:
-            raise IncompleteOutputError(f"{out}: marker {MARKER_DIR}/{mp.name} is not a shard marker ({problem}); "
-                                        "re-run the recipe to redo the shard")
-        for key in ("tar", "tar_sha256", "parquet", "parquet_sha256", "count"):
-            if marker.get(key) != s.get(key):
-                raise IncompleteOutputError(f"{out}: shard {i}: marker and manifest disagree on {key!r}; the output "
-                                            "was modified after generation, re-run the recipe with --overwrite")
-        for key in ("tar", "parquet"):
-            f = out / s[key]
-            if not f.is_file():
-                raise IncompleteOutputError(f"{out}: {s[key]} is missing; re-run the same recipe to redo shard {i}")
-            if sha256_file(f) != s[f"{key}_sha256"]:
-                raise IncompleteOutputError(f"{out}: {s[key]} does not match its sha256 in the manifest; the file "
-                                            "changed after generation, re-run the recipe to redo it")
 
 
 def public_manifest(cfg: ConfigSource) -> bytes:
@@ -303,21 +218,17 @@ def load_reports(cfgs: list[ConfigSource], report_paths=()) -> tuple[list[dict],
     """Attach verification rows to their configs; returns (rows of no config, e.g. baselines; png_vs_float).
 
     Reports are read from OUT/verify/*.json (`advgen verify` puts a copy of its report there for each output it
-    trained on, naming the entries in `verified_datasets`) and from report_paths; the same report found twice
-    counts once. A row belongs to a config when it is one of that copy's `verified_datasets`, when its `dataset`
-    is the config name or the output's recipe name, or when the report's recipe reads it from that output dir
-    (recipe.datasets[row.dataset].path; relative paths are taken from the working directory) or from a Hub repo
-    with that config. Rows of other generated sets are left out; baselines are kept once.
+    trained on) and from report_paths; the same report found twice counts once. A row belongs to the config whose
+    manifest its `manifest_sha256` names (the local manifest.json, or the public copy `advgen publish` uploads);
+    rows of other generated sets are left out; baselines (kind other than "generated") are kept once.
     """
-    found = [(p, c) for c in cfgs for p in sorted((c.out / "verify").glob("*.json"))]
-    found += [(Path(p), None) for p in report_paths]
-    by_name, by_dir = {}, {}
+    found = [p for c in cfgs for p in sorted((c.out / "verify").glob("*.json"))] + [Path(p) for p in report_paths]
+    by_sha = {}
     for c in cfgs:
-        by_name[c.name] = c
-        by_name.setdefault(c.manifest.get("name"), c)
-        by_dir[c.out.resolve()] = c
+        by_sha[hashlib.sha256(c.manifest_bytes).hexdigest()] = c
+        by_sha[hashlib.sha256(public_manifest(c)).hexdigest()] = c
     other, png_vs_float, seen, seen_other, attached = [], {}, set(), set(), set()
-    for path, owner in found:
+    for path in found:
         if not path.is_file():
             raise CardError(f"report {str(path)!r} does not exist")
         try:
@@ -332,20 +243,11 @@ def load_reports(cfgs: list[ConfigSource], report_paths=()) -> tuple[list[dict],
         seen.add(key)
         if isinstance(report.get("png_vs_float"), dict):
             png_vs_float.update(report["png_vs_float"])
-        entries = ((report.get("recipe") or {}).get("datasets") or {}) if isinstance(report.get("recipe"), dict) else {}
-        mine = set(report.get("verified_datasets") or []) if owner is not None else set()
         for i, row in enumerate(results):
             missing = [k for k in ("dataset", "model", "std_acc", "robust_acc") if k not in row]
             if missing:
                 raise CardError(f"report {str(path)!r}: results[{i}] has no {', '.join(missing)}")
-            entry = entries.get(row["dataset"]) if isinstance(entries.get(row["dataset"]), dict) else {}
-            cfg = owner if row["dataset"] in mine else by_name.get(row["dataset"])
-            if cfg is None and entry.get("path"):
-                cfg = by_dir.get(Path(entry["path"]).resolve()) if Path(entry["path"]).is_dir() else \
-                    by_name.get(entry.get("config"))
-            if cfg is None and owner is not None and "verified_datasets" not in report and not entry.get("path") \
-                    and row.get("kind", "generated") == "generated":
-                cfg = owner                       # a hand-made OUT/verify report: its generated rows are OUT's
+            cfg = by_sha.get(row.get("manifest_sha256"))
             if cfg is not None:
                 ident = (id(cfg), json.dumps(row, sort_keys=True))
                 if ident not in attached:
@@ -443,7 +345,8 @@ def config_view(cfg: ConfigSource) -> dict:
     src = m["source"]
     shape = src.get("shape") or []
     d = math.prod(shape) if shape else None
-    inversion = a.get("kind") == "inversion"
+    targets = TARGETS_OF.get(cfg.name)      # the dataset decides the attack: PGD sets have a target rule
+    inversion = targets is None
     if inversion:
         generator = ("representation inversion: normalised ℓ2 gradient descent on ‖g(z) − g(x)‖ from z = x0, "
                      "z clamped to [0,1] after every step, no ε ball (g: the source model's penultimate layer)")
@@ -461,9 +364,8 @@ def config_view(cfg: ConfigSource) -> dict:
         params.append(("label", "the original label y"))
     else:
         params.append(("ε", num(a.get("eps"))))
-        params.append(("target rule", "t = (y + 1) mod C" if a.get("targets") == "det" else
-                       "t uniform over the C classes (may equal y)" if a.get("targets") == "rand"
-                       else str(a.get("targets"))))
+        params.append(("target rule", "t = (y + 1) mod C" if targets == "det" else
+                       "t uniform over the C classes (may equal y)"))
         params.append(("label", "the target t"))
         params.append(("random start", num(a.get("random_start"))))
     params += [("steps", num(a.get("steps"))), ("step size", num(a.get("step_size"))),
@@ -635,26 +537,17 @@ def render_card(outs, reports=(), repo_id: Optional[str] = None, revision: Optio
 # CLI
 # ------------------------------------------------------------------------------------------------------------------
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="advgen card",
-                                description="Render the dataset card (README.md) of one or more outputs, without "
-                                            "uploading anything.")
+def main(argv=None) -> int:
+    p = parser("advgen card", description="Render the dataset card (README.md) of one or more outputs, without "
+                                         "uploading anything.")
     p.add_argument("outputs", nargs="+", help="output dirs of `advgen generate` (one per config)")
     p.add_argument("--report", action="append", default=[], metavar="PATH",
                    help="a verification report JSON (repeatable; OUT/verify/*.json are read automatically)")
     p.add_argument("--repo-id", help="the repo the card is for (used in the loading examples)")
     p.add_argument("--revision", help="the branch the card is for (used in the loading examples)")
     p.add_argument("-o", "--output", help="write the card here instead of stdout")
-    return p
-
-
-def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        text = render_card(args.outputs, args.report, repo_id=args.repo_id, revision=args.revision)
-    except CardError as e:
-        print(f"advgen card: error: {e}", file=sys.stderr)
-        return 2
+    args = p.parse_args(argv)
+    text = render_card(args.outputs, args.report, repo_id=args.repo_id, revision=args.revision)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
         print(f"wrote {args.output} ({len(text.encode())} bytes)")
@@ -664,4 +557,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run("card", main))

@@ -40,7 +40,6 @@ What the main text states, and what this module had to pin down (also written to
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -590,27 +589,21 @@ NOTES = [" ".join(point.split()).removeprefix("- ")
          for point in (__doc__ or "").partition('under "notes"):')[2].strip().split("\n- ")]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse prints usage + error; the CLI contract is one line, exit 2
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def main(argv: Optional[list] = None) -> int:
     """`advgen gaussian --out DIR [--dim D] [--eps E] [--samples N] [--seed S]`."""
-    p = _Parser(prog="advgen gaussian",
-                description="Section 4's Gaussian model: standard vs robust MLE measured against Theorems 1-3; "
-                            "writes DIR/gaussian.json and DIR/figure4.png.")
+    from advgen.cli import parser
+    from advgen.errors import UsageError
+
+    p = parser("advgen gaussian",
+               description="Section 4's Gaussian model: standard vs robust MLE measured against Theorems 1-3; "
+                           "writes DIR/gaussian.json and DIR/figure4.png.")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--dim", type=int, default=DIM, help=f"dimension d, at least 2 (default {DIM})")
     p.add_argument("--eps", type=float, default=EPS, help=f"ℓ2 radius of the adversary, > 0 (default {EPS})")
     p.add_argument("--samples", type=int, default=SAMPLES,
                    help=f"training samples n, at least 10·d (default {SAMPLES})")
     p.add_argument("--seed", type=int, default=SEED, help=f"seed (default {SEED})")
-    try:
-        args = p.parse_args(argv)
-    except SystemExit as e:   # -h (0) or a parse error (2, already printed on one line)
-        return int(e.code or 0)
+    args = p.parse_args(argv)
     problem = None
     if args.dim < 2:
         problem = f"--dim must be at least 2, got {args.dim}"
@@ -621,8 +614,7 @@ def main(argv: Optional[list] = None) -> int:
     elif args.seed < 0:
         problem = f"--seed must be non-negative, got {args.seed}"
     if problem:
-        print(f"advgen gaussian: error: {problem}", file=sys.stderr)
-        return 2
+        raise UsageError(problem)
     body = run(args.out, args.dim, args.eps, args.samples, args.seed)
     t2 = body["theorem2"]
     print(f"advgen gaussian: d={args.dim} eps={args.eps:g} n={args.samples}: Theorem 1 rel err "
@@ -634,4 +626,6 @@ def main(argv: Optional[list] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from advgen.cli import run
+
+    sys.exit(run("gaussian", main))

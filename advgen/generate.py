@@ -13,8 +13,12 @@ advgen version), and a resume whose inputs differ is refused (or, with --redo-mi
 shards). The main process writes README.md and manifest.json after every rank is done; an output without
 manifest.json is incomplete.
 
+The recipe's `dataset` decides the job: D̂det / D̂rand are targeted PGD (TargetedJob), D̂R / D̂NR representation
+inversion (InversionJob); each runs the attack its config builds (`recipe.attack.build(model)`) on a prepared copy
+of the source model (advgen.models.fast) and measures on the plain fp32 model.
+
 Everything that can fail (recipe, output dir, checkpoint, source, their fit) is checked before anything is
-written; each failure is one line on stderr and exit 2. --overwrite deletes only a recognisable advgen
+written; each failure is one line on stderr and exit 2 (advgen.cli). --overwrite deletes only a recognisable advgen
 output, never the working directory, a directory above it, the home directory or a root. Each rank runs
 OMP_NUM_THREADS torch threads when that is set, else the machine's cores / local ranks.
 
@@ -32,31 +36,34 @@ if __package__ in (None, ""):   # run as a script (accelerate launch advgen/gene
 # cuBLAS reads this when its first handle is made: it is what lets `deterministic: true` hold for matmuls on CUDA.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
-import argparse
 import concurrent.futures
 import dataclasses
 import datetime
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 import yaml
 from tqdm.auto import tqdm
 
-from advgen.attacks.fast import auto_batch_size, prepare
-from advgen.attacks.inversion import draw_x0, invert, relative_distance
-from advgen.attacks.pgd import choose_targets, targeted_pgd
-from advgen.models import load_checkpoint, resolve_checkpoint, sha256_file
-from advgen.models.checkpoint import CheckpointError, read_meta
-from advgen.recipe import GenerateRecipe, RecipeError, dump_recipe, load_recipe, to_dict
+from advgen.attacks.inversion import draw_x0, relative_distance
+from advgen.attacks.pgd import choose_targets
+from advgen.cli import parser, run
+from advgen.errors import CheckpointError, RecipeError
+from advgen.models.checkpoint import load_checkpoint, read_meta, readable_sha256
+from advgen.models.fast import auto_batch_size, prepare
+from advgen.recipe import (GenerateRecipe, SourceModelRef, TrainRecipe, dump_recipe, load_recipe, saved_differences,
+                           to_dict)
 from advgen.sources import Source, load_source
-from advgen.writers.layout import MARKER_DIR
-from advgen.writers.manifest import (MANIFEST, RECIPE, advgen_version, aggregate, git_sha, library_versions,
-                                     write_hf_readme, write_manifest)
-from advgen.writers.shards import Sample, clear_shard, read_marker, write_shard
+from advgen.writers.layout import MANIFEST, MARKER_DIR, RECIPE, read_marker, sha256_file
+from advgen.writers.manifest import (advgen_version, aggregate, git_sha, library_versions, write_hf_readme,
+                                     write_manifest)
+from advgen.writers.shards import Sample, clear_shard, write_shard
 
 # Rank 0 may train a missing source model (hours for a ResNet-50) while the other ranks wait in a barrier;
 # the process group's default timeout (10 min for NCCL) would kill them.
@@ -95,6 +102,49 @@ def shard_seed(seed: int, shard: int) -> int:
     return int(np.random.SeedSequence([seed, shard]).generate_state(1)[0])
 
 
+CONVERTED_DIR = Path("cache/converted")
+
+
+def resolve_checkpoint(ref: SourceModelRef, train_if_missing: bool = True) -> str:
+    """Path of the source model's checkpoint for a generation recipe's `model:` block.
+
+    `checkpoint:` is used as is when it is one of ours (.safetensors + .json); a PyTorch file (a plain state dict
+    or the robustness library's layout, read with weights_only=True) is converted once into
+    cache/converted/<name>-<sha256[:12]>.safetensors and that is used. `train_recipe:` is trained once and cached
+    at that recipe's `checkpoint` path; it is retrained only when the cached JSON records a different recipe.
+    """
+    if ref.checkpoint is not None:
+        src = Path(ref.checkpoint)
+        if src.suffix == ".safetensors":
+            return ref.checkpoint
+        dst = CONVERTED_DIR / f"{src.stem}-{readable_sha256(src)[:12]}.safetensors"
+        if not (dst.is_file() and dst.with_suffix(".json").is_file()):
+            if not train_if_missing:
+                raise CheckpointError(f"{ref.checkpoint!r} is not converted yet (expected {str(dst)!r})")
+            from advgen.models.convert import convert_checkpoint
+
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            convert_checkpoint(src, dst, overwrite=True)
+            print(f"converted {ref.checkpoint} -> {dst} (advgen convert-checkpoint does this explicitly)")
+        return str(dst)
+    recipe = load_recipe(ref.train_recipe, TrainRecipe)
+    path = Path(recipe.checkpoint)
+    meta_file = path.with_suffix(".json")
+    if path.is_file() and meta_file.is_file():
+        try:
+            cached = json.loads(meta_file.read_text()).get("recipe")
+        except (ValueError, OSError, AttributeError):     # a broken JSON is no cache: train again
+            cached = None
+        if isinstance(cached, dict) and not saved_differences(cached, recipe):
+            return str(path)
+    if not train_if_missing:
+        raise CheckpointError(f"checkpoint for {ref.train_recipe!r} is not built yet")
+    from advgen.models.train import train_model
+
+    train_model(recipe)
+    return str(path)
+
+
 def check_output(out: Path, recipe: GenerateRecipe, overwrite: bool):
     """Refuse to mix a new recipe into an output made by another one (read-only, so every rank can run it)."""
     if overwrite or not out.exists():
@@ -106,23 +156,13 @@ def check_output(out: Path, recipe: GenerateRecipe, overwrite: bool):
         except (OSError, ValueError, yaml.YAMLError) as e:
             raise RecipeError(f"output.dir {str(out)!r} holds a {RECIPE} that cannot be read ({type(e).__name__}); "
                               "choose another output.dir or pass --overwrite") from None
-        new = yaml.safe_load(yaml.safe_dump(to_dict(recipe)))
-        if old != new:
-            diffs = _diff(old, new)
+        diffs = saved_differences(old, recipe)
+        if diffs:
             raise RecipeError(f"output.dir {str(out)!r} holds a dataset from a different recipe "
                               f"({'; '.join(diffs[:3])}); choose another output.dir or pass --overwrite")
     elif any(out.iterdir()):
         raise RecipeError(f"output.dir {str(out)!r} exists, is not empty and is not an advgen output; "
                           "choose another output.dir or pass --overwrite")
-
-
-def _diff(a, b, prefix=""):
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} -> {b!r}"]
 
 
 def check_output_dir(out: Path, overwrite: bool):
@@ -199,28 +239,40 @@ def prepare_output(out: Path, recipe: GenerateRecipe, overwrite: bool):
     dump_recipe(recipe, out / RECIPE)
 
 
+@dataclass
 class Job:
-    """One batch: `run` attacks with the prepared (fast) model; `describe` measures with the plain fp32 model."""
+    """One generation's attack, ready to run shard by shard: `run` attacks a batch with the prepared (fast) model,
+    `describe` measures the stored result with the plain fp32 model."""
 
-    static_meta: dict = {}
+    recipe: GenerateRecipe
+    model: torch.nn.Module           # the plain fp32 model: every measurement
+    fast: torch.nn.Module            # its prepared copy (advgen.models.fast): the attack
+    dtype: Optional[torch.dtype]     # autocast dtype of the attack's forward/backward (None: fp32)
+    source: Source
+    device: torch.device
+    batch_size: int = 1
 
-    def __init__(self, recipe: GenerateRecipe, model, fast, source: Source, device, dtype):
-        self.r, self.model, self.fast, self.source, self.device, self.dtype = recipe, model, fast, source, device, dtype
+    def __post_init__(self):
+        self.attack = self.recipe.attack.build(self.fast, self.dtype)
+
+    def constant_meta(self) -> dict:
+        """Provenance that is the same for every sample (added to each, so every sample has the same keys)."""
+        return {}
 
 
 class TargetedJob(Job):
     """D̂rand / D̂det: targeted PGD towards t, stored with label t (Section 3.2)."""
 
-    def plan(self, positions: torch.Tensor, g: torch.Generator) -> dict:
+    def plan(self, positions: torch.Tensor, g: torch.Generator, shard: int) -> dict:
         labels = self.source.labels[positions]
-        return {"target": choose_targets(labels, self.source.num_classes, self.r.attack.targets, g)}
+        plan = {"target": choose_targets(labels, self.source.num_classes, self.recipe.targets, g)}
+        if self.recipe.attack.random_start:
+            plan["gen"] = torch.Generator(device=self.device).manual_seed(shard_seed(self.recipe.seed + 1, shard))
+        return plan
 
     def run(self, x, y, plan):
-        a = self.r.attack
         t = plan["target"].to(self.device)
-        x_adv, loss = targeted_pgd(self.fast, x, t, norm=a.norm, eps=a.eps, step_size=a.step_size,
-                                   steps=a.steps, random_start=a.random_start, keep_best=a.keep_best,
-                                   generator=plan.get("gen"), autocast_dtype=self.dtype)
+        x_adv, loss = self.attack(x, t, generator=plan.get("gen"))
         return x_adv, t, {"loss": loss}
 
     @torch.no_grad()
@@ -235,24 +287,21 @@ class TargetedJob(Job):
 class InversionJob(Job):
     """D̂R / D̂NR: invert the source model's penultimate features of x from x0, stored with label y (Section 3.1)."""
 
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.static_meta = {"x0_index": "noise"} if self.r.attack.x0 == "noise" else {}
+    def constant_meta(self) -> dict:
+        return {"x0_index": "noise"} if self.recipe.attack.x0 == "noise" else {}
 
-    def plan(self, positions: torch.Tensor, g: torch.Generator) -> dict:
-        if self.r.attack.x0 == "noise":
+    def plan(self, positions: torch.Tensor, g: torch.Generator, shard: int) -> dict:
+        if self.recipe.attack.x0 == "noise":
             c, h, w = self.source.shape
             return {"x0_noise": torch.rand((len(positions), c, h, w), generator=g)}
         return {"x0_pos": draw_x0(positions, len(self.source), g)}
 
     def run(self, x, y, plan):
-        a = self.r.attack
         if "x0_pos" in plan:
             x0 = self.source.images(plan["x0_pos"]).to(self.device).float() / 255.0
         else:
             x0 = plan["x0_noise"].to(self.device)
-        x_r, loss = invert(self.fast, x, x0, steps=a.steps, step_size=a.step_size, normalize_loss=a.normalize_loss,
-                           keep_best=a.keep_best, autocast_dtype=self.dtype)
+        x_r, loss = self.attack(x, x0)
         extras = {"loss": loss, "rel_dist_init": relative_distance(self.model, x0, x)}
         if "x0_pos" in plan:
             extras["x0_index"] = self.source.indices[plan["x0_pos"]]
@@ -268,21 +317,26 @@ class InversionJob(Job):
         return info
 
 
-JOBS = {"pgd": TargetedJob, "inversion": InversionJob}
+JOBS = {"d_det": TargetedJob, "d_rand": TargetedJob, "d_robust": InversionJob, "d_nonrobust": InversionJob}
 
 
-def run_shard(job, recipe: GenerateRecipe, source: Source, shard: int, start: int, stop: int, device, bar,
-              batch_size: int):
+def shard_range(job: Job, shard: int) -> tuple[int, int]:
+    """Source positions [start, stop) of a shard: a fixed partition, whatever the number of processes."""
+    size = job.recipe.output.shard_size
+    return shard * size, min(len(job.source), (shard + 1) * size)
+
+
+def run_shard(job: Job, shard: int, bar=None):
     """Attack one shard batch by batch; returns (samples, stats, attack_seconds)."""
+    recipe, source, device = job.recipe, job.source, job.device
+    start, stop = shard_range(job, shard)
     g = torch.Generator().manual_seed(shard_seed(recipe.seed, shard))
     positions = torch.arange(start, stop)
-    plan = job.plan(positions, g)
-    if recipe.attack.random_start:
-        plan["gen"] = torch.Generator(device=device).manual_seed(shard_seed(recipe.seed + 1, shard))
+    plan = job.plan(positions, g, shard)
     samples, meta_cols = [], {}
     seconds = 0.0
-    for b0 in range(0, stop - start, batch_size):
-        sl = slice(b0, min(b0 + batch_size, stop - start))
+    for b0 in range(0, stop - start, job.batch_size):
+        sl = slice(b0, min(b0 + job.batch_size, stop - start))
         pos = positions[sl]
         x = source.images(pos).to(device).float() / 255.0
         y = source.labels[pos].to(device)
@@ -301,7 +355,7 @@ def run_shard(job, recipe: GenerateRecipe, source: Source, shard: int, start: in
                     "label": int(new_label[j])}
             for k, v in info.items():
                 meta[k] = bool(v[j]) if v.dtype == torch.bool else (float(v[j]) if v.is_floating_point() else int(v[j]))
-            meta.update(job.static_meta)
+            meta.update(job.constant_meta())
             samples.append(Sample(source_index=meta["source_index"], label=meta["label"], image=x_q_u8[j],
                                   meta=meta, float_image=None if x_float is None else x_float[j]))
         for k, v in info.items():        # measurements (not ids) are summed into the shard's stats
@@ -331,7 +385,8 @@ def generate(recipe: GenerateRecipe, overwrite: bool = False, redo_mismatched: b
     device = state.device if torch.cuda.is_available() and recipe.device != "cpu" else torch.device("cpu")
     if device.type == "cuda":
         set_deterministic(recipe.deterministic)
-    job, source, batch_size, speed = build_job(recipe, ckpt, device)
+    job, speed = build_job(recipe, ckpt, device)
+    source = job.source
     provenance = {"checkpoint_sha256": sha256_file(ckpt), "source_fingerprint": source.fingerprint(),
                   "advgen_version": advgen_version()}
     n, size = len(source), recipe.output.shard_size
@@ -355,8 +410,7 @@ def generate(recipe: GenerateRecipe, overwrite: bool = False, redo_mismatched: b
         futures = []
         for i in mine:
             clear_shard(out, i)
-            samples, stats, secs = run_shard(job, recipe, source, i, i * size, min(n, (i + 1) * size), device, bar,
-                                             batch_size)
+            samples, stats, secs = run_shard(job, i, bar)
             stats["attack_seconds"] = secs
             futures.append(pool.submit(write_shard, out, i, samples, source.class_names, stats,
                                        recipe.output.hf_export, state.process_index, provenance))
@@ -391,8 +445,8 @@ def set_deterministic(on: bool) -> None:
     torch.use_deterministic_algorithms(on, warn_only=True)
 
 
-def build_job(recipe: GenerateRecipe, ckpt: str, device):
-    """The recipe's attack on `device`: (job, source, batch size, the speed settings that will run)."""
+def build_job(recipe: GenerateRecipe, ckpt: str, device) -> tuple[Job, dict]:
+    """The recipe's attack on `device`, with its source and batch size; and the speed settings that will run."""
     model = load_checkpoint(ckpt, device=device).eval().requires_grad_(False)
     source = load_source(recipe.source, recipe.source.split)
     check_fit(model, read_meta(ckpt), ckpt, source, device)
@@ -401,12 +455,12 @@ def build_job(recipe: GenerateRecipe, ckpt: str, device):
         source = source.staged(device)        # the whole split on the GPU: no host->device copy per batch
     fast, dtype = prepare(model, precision=recipe.precision, channels_last=recipe.channels_last,
                           compile=recipe.compile, fuse_bn=recipe.fuse_bn, device=device)
-    job = JOBS[recipe.attack.kind](recipe, model, fast, source, device, dtype)
-    batch_size = resolve_batch_size(recipe, job, source, device)
+    job = JOBS[recipe.dataset](recipe, model, fast, dtype, source, device)
+    job = dataclasses.replace(job, batch_size=resolve_batch_size(job))
     speed = {"device": device.type, "autocast": str(dtype).replace("torch.", "") if dtype else "fp32",
              "channels_last": fast.channels_last, "compile": fast.compiled, "fuse_bn": recipe.fuse_bn,
-             "batch_size": batch_size, **({"deterministic": recipe.deterministic} if device.type == "cuda" else {})}
-    return job, source, batch_size, speed
+             "batch_size": job.batch_size, **({"deterministic": recipe.deterministic} if device.type == "cuda" else {})}
+    return job, speed
 
 
 def check_fit(model, meta: dict, ckpt: str, source: Source, device):
@@ -431,23 +485,25 @@ def check_fit(model, meta: dict, ckpt: str, source: Source, device):
                               f"{shape} image, not (1, {source.num_classes}); train a model on this source")
 
 
-def resolve_batch_size(recipe: GenerateRecipe, job, source: Source, device) -> int:
+def resolve_batch_size(job: Job) -> int:
     """The recipe's batch size; "auto": 250 on CPU, on a GPU the largest from 1024 down (x0.9 per OOM) for which
     one attack step of this job runs."""
+    recipe, source, device = job.recipe, job.source, job.device
     if recipe.batch_size != "auto":
         return recipe.batch_size
+    if device.type != "cuda":
+        return 250
     n = min(len(source), 1024)
-
-    one_step = type(job)(dataclasses.replace(recipe, attack=dataclasses.replace(recipe.attack, steps=1)),
-                         job.model, job.fast, source, device, job.dtype)
+    one_step = dataclasses.replace(job, recipe=dataclasses.replace(
+        recipe, attack=dataclasses.replace(recipe.attack, steps=1)))
 
     def probe(b):
         pos = torch.arange(min(b, n)).repeat((b + n - 1) // n)[:b]
         x = source.images(pos).to(device).float() / 255.0
-        one_step.run(x, source.labels[pos].to(device), one_step.plan(pos, torch.Generator().manual_seed(0)))
+        one_step.run(x, source.labels[pos].to(device), one_step.plan(pos, torch.Generator().manual_seed(0), 0))
         torch.cuda.synchronize(device)
 
-    return auto_batch_size(probe, 1024, device=device) if device.type == "cuda" else 250
+    return auto_batch_size(probe, 1024, device=device)
 
 
 def finalize(out: Path, recipe: GenerateRecipe, source: Source, ckpt: str, num_shards: int, world_size: int,
@@ -464,8 +520,7 @@ def finalize(out: Path, recipe: GenerateRecipe, source: Source, ckpt: str, num_s
     attack_seconds = agg.pop("mean_attack_seconds") * agg["count"] if markers else 0.0
     meta = read_meta(ckpt)
     if recipe.output.hf_export:
-        first = json.loads(_first_json(out))
-        write_hf_readme(out, recipe.name, source.class_names, first)
+        write_hf_readme(out, recipe.name)
     manifest = {
         "name": recipe.name, "dataset": recipe.dataset, "advgen_version": advgen_version(), "git_sha": git_sha(),
         "versions": library_versions(),
@@ -487,41 +542,21 @@ def finalize(out: Path, recipe: GenerateRecipe, source: Source, ckpt: str, num_s
           + (f"; targeted success {s['mean_success']:.3f}, mean l2 {s['mean_l2']:.4f}" if "mean_success" in s else ""))
 
 
-def _first_json(out: Path) -> str:
-    import tarfile
-
-    from advgen.writers.shards import tar_path
-
-    with tarfile.open(tar_path(out, 0)) as tf:
-        for m in tf.getmembers():
-            if m.name.endswith(".json"):
-                return tf.extractfile(m).read().decode()
-    raise RuntimeError(f"{out}: first shard holds no samples")
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="advgen generate", description="Generate a dataset from a recipe.")
+def main(argv=None) -> int:
+    p = parser("advgen generate", description="Generate a dataset from a recipe.")
     p.add_argument("recipe", help="path to a generation recipe YAML (recipes/*.yaml)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. attack.eps=0.25 output.dir=runs/x")
     p.add_argument("--overwrite", action="store_true",
                    help="delete an existing output dir first (only an advgen output: recipe.yaml, manifest or markers)")
     p.add_argument("--redo-mismatched", action="store_true",
                    help="redo finished shards made from another checkpoint, source or advgen version (default: refuse)")
-    return p
-
-
-def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        recipe = load_recipe(args.recipe, GenerateRecipe, args.overrides)
-        make_state()
-        torch.set_num_threads(threads_per_rank())     # after the state: accelerate's CPU path sets its own
-        generate(recipe, overwrite=args.overwrite, redo_mismatched=args.redo_mismatched)
-    except (RecipeError, CheckpointError) as e:
-        print(f"advgen generate: error: {e}", file=sys.stderr)
-        return 2
+    args = p.parse_args(argv)
+    recipe = load_recipe(args.recipe, GenerateRecipe, args.overrides)
+    make_state()
+    torch.set_num_threads(threads_per_rank())     # after the state: accelerate's CPU path sets its own
+    generate(recipe, overwrite=args.overwrite, redo_mismatched=args.redo_mismatched)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run("generate", main))

@@ -30,7 +30,6 @@ test Hub in a few seconds (see tests/test_publish.py).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -39,14 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from advgen.cards import (CONFIGS, MANIFEST, REPO_DATA_DIR, REPO_MANIFEST_DIR, REPO_WDS_DIR, CardError, ConfigSource,
-                          human_size, load_configs, public_manifest, render_card, repo_layout)
+from advgen.cards import (CONFIGS, REPO_DATA_DIR, REPO_MANIFEST_DIR, REPO_WDS_DIR, ConfigSource, human_size,
+                          load_configs, public_manifest, render_card, repo_layout)
+from advgen.cli import parser, run
+from advgen.errors import CardError, OutputError, PublishError
+from advgen.writers.layout import MANIFEST
 
 MANAGED_DIRS = (REPO_DATA_DIR, REPO_WDS_DIR, REPO_MANIFEST_DIR)
-
-
-class PublishError(RuntimeError):
-    """Anything that stops a publish; the message is one line, names the problem and the fix, never the token."""
 
 
 @dataclass(frozen=True)
@@ -82,16 +80,14 @@ def prepare(outputs, reports=(), repo_id: Optional[str] = None, revision: Option
     No network."""
     try:
         cfgs = load_configs(outputs)
-    except CardError as e:
-        raise PublishError(str(e)) from None
-    try:
         card = render_card(outputs, reports, repo_id=repo_id, revision=revision, cfgs=cfgs)
-    except CardError as e:
+    except (CardError, OutputError) as e:
         raise PublishError(str(e)) from None
     return cfgs, plan_files(cfgs, card)
 
 
-def print_files(files: list[RepoFile], deletions=(), stream=sys.stdout):
+def print_files(files: list[RepoFile], deletions=(), stream=None):
+    stream = stream or sys.stdout      # looked up at the call: sys.stdout may have been replaced since the import
     width = max(len(f.path_in_repo) for f in files)
     for f in files:
         print(f"  {f.path_in_repo:<{width}}  {human_size(f.size):>9}", file=stream)
@@ -220,10 +216,9 @@ def publish(cfgs: list[ConfigSource], files: list[RepoFile], repo_id: str, token
 # CLI
 # ------------------------------------------------------------------------------------------------------------------
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="advgen publish",
-                                description="Publish generated outputs as one multi-config dataset repo on the Hub "
-                                            "(one commit).")
+def main(argv=None) -> int:
+    p = parser("advgen publish", description="Publish generated outputs as one multi-config dataset repo on the "
+                                            "Hub (one commit).")
     p.add_argument("outputs", nargs="+", help="output dirs of `advgen generate` (one per config)")
     p.add_argument("--repo-id", required=True, help="dataset repo, OWNER/NAME")
     p.add_argument("--private", action="store_true",
@@ -236,38 +231,37 @@ def parser() -> argparse.ArgumentParser:
                    help="verification report for the card (repeatable; OUT/verify/*.json are read automatically)")
     p.add_argument("--dry-run", action="store_true", help="check the outputs and list the files; upload nothing")
     p.add_argument("--token", help="Hub token (default: HF_TOKEN or the stored login); never printed")
-    return p
+    args = p.parse_args(argv)
+    try:
+        return _publish_main(args)
+    except PublishError as e:       # scrubbed where it was made; once more, in case a library quoted the token
+        raise PublishError(_scrub(e, args.token or os.environ.get("HF_TOKEN"))) from None
 
 
-def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+def _publish_main(args) -> int:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     t0 = time.perf_counter()
     try:
-        from huggingface_hub.utils import validate_repo_id
-        from huggingface_hub.errors import HFValidationError
-
-        try:
-            validate_repo_id(args.repo_id)
-        except HFValidationError as e:
-            raise PublishError(f"--repo-id {args.repo_id!r} is not a valid repo id ({_scrub(e, None)})") from None
-        if "/" not in args.repo_id:
-            raise PublishError(f"--repo-id {args.repo_id!r}: give OWNER/NAME")
-        cfgs, files = prepare(args.outputs, args.report, repo_id=args.repo_id, revision=args.revision)
-        checked = time.perf_counter() - t0
-        if args.dry_run:
-            print(f"dry run: would publish {', '.join(c.name for c in cfgs)} to datasets/{args.repo_id}"
-                  f"@{args.revision or 'main'} in one commit (checked in {checked:.1f} s):")
-            print_files(files)
-            return 0
-        token = resolve_token(args.token)
-        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)   # our own summary replaces its warnings
-        print(f"publishing {', '.join(c.name for c in cfgs)} ({len(files)} files, "
-              f"{human_size(sum(f.size for f in files))}) to datasets/{args.repo_id}@{args.revision or 'main'}")
-        res = publish(cfgs, files, args.repo_id, token, private=args.private, revision=args.revision,
-                      create_branch=args.create_branch, prune=args.prune)
-    except PublishError as e:
-        print(f"advgen publish: error: {_scrub(e, args.token or os.environ.get('HF_TOKEN'))}", file=sys.stderr)
-        return 2
+        validate_repo_id(args.repo_id)
+    except HFValidationError as e:
+        raise PublishError(f"--repo-id {args.repo_id!r} is not a valid repo id ({_scrub(e, None)})") from None
+    if "/" not in args.repo_id:
+        raise PublishError(f"--repo-id {args.repo_id!r}: give OWNER/NAME")
+    cfgs, files = prepare(args.outputs, args.report, repo_id=args.repo_id, revision=args.revision)
+    checked = time.perf_counter() - t0
+    if args.dry_run:
+        print(f"dry run: would publish {', '.join(c.name for c in cfgs)} to datasets/{args.repo_id}"
+              f"@{args.revision or 'main'} in one commit (checked in {checked:.1f} s):")
+        print_files(files)
+        return 0
+    token = resolve_token(args.token)
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)   # our own summary replaces its warnings
+    print(f"publishing {', '.join(c.name for c in cfgs)} ({len(files)} files, "
+          f"{human_size(sum(f.size for f in files))}) to datasets/{args.repo_id}@{args.revision or 'main'}")
+    res = publish(cfgs, files, args.repo_id, token, private=args.private, revision=args.revision,
+                  create_branch=args.create_branch, prune=args.prune)
     for p in res["deleted"]:
         print(f"  deleted {p}")
     state = "new commit" if res["changed"] else "no changes, nothing committed; head"
@@ -277,4 +271,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run("publish", main))

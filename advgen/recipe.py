@@ -1,21 +1,29 @@
-"""Typed recipes: frozen dataclasses loaded strictly from YAML, with dotted command-line overrides.
+"""Every recipe schema (train, generate, verify, reproduce): frozen dataclasses loaded strictly from YAML, with
+dotted command-line overrides.
 
     recipe = load_recipe("recipes/digits_det.yaml", GenerateRecipe, ["attack.eps=1.5"])
+    attack = recipe.attack.build(model)          # the configured attack, ready to run on batches
 
 Every key is checked when the YAML loads, not at the first sample: an unknown key names itself and
 lists the valid ones, a value of the wrong type or out of range is quoted with the field it belongs
 to. `dump_recipe` writes the resolved recipe (defaults filled in) next to every output.
 
-A relative path inside a recipe (source.path, model.checkpoint, model.train_recipe) that does not
-exist from the working directory but does next to the recipe file is taken relative to the recipe;
-hub ids and absolute paths are left alone.
+A relative path inside a recipe (source.path, model.checkpoint, model.train_recipe, a verification
+entry's path, a pipeline's stage recipes) that does not exist from the working directory but does next
+to the recipe file is taken relative to the recipe; hub ids and absolute paths are left alone.
+
+A generation recipe's `dataset` decides its attack: d_det / d_rand are targeted PGD (`PGDConfig`; targets
+(y + 1) mod C / uniform), d_robust / d_nonrobust representation inversion (`InversionConfig`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,9 +32,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-
-class RecipeError(ValueError):
-    """A recipe that cannot be used; the message names the key, the value and the fix."""
+from advgen.errors import RecipeError
 
 
 def _fail(where: str, msg: str):
@@ -123,31 +129,63 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
-class AttackConfig:
-    """Targeted PGD (D̂rand / D̂det) or representation inversion (D̂R / D̂NR).
+class PGDConfig:
+    """Targeted PGD: D̂det and D̂rand (Section 3.2). Defaults: the paper's CIFAR-10 settings (PAPER_NOTES)."""
 
-    Defaults are the paper's CIFAR-10 settings for targeted PGD (PAPER_NOTES, Section 3.2).
-    """
-
-    kind: Literal["pgd", "inversion"] = "pgd"
     norm: Literal["l2", "linf"] = "l2"
     eps: float = 0.5               # radius of the perturbation ball in [0,1] pixel space
     step_size: float = 0.1         # length of one normalised step (l2) or sign step (linf)
     steps: int = 100               # number of descent steps
-    targets: Literal["rand", "det"] = "det"  # rand: t uniform over classes; det: t = (y+1) mod C
     random_start: bool = False     # start from a random point in the ball (paper: no)
     # [unsure] the robustness library kept the lowest-loss iterate by default (use_best=True)
     keep_best: bool = True
-    # inversion only: start image: "train" = another training image drawn independently of the
-    # label (paper, Section 3.1), "noise" = uniform noise (paper, Appendix D.1)
-    x0: Literal["train", "noise"] = "train"
-    # inversion only: [unsure] divide the feature distance by ||g(x)||
-    normalize_loss: bool = False
 
     def validate(self, where: str):
         _check(self.eps > 0, f"{where}.eps", f"must be > 0, got {self.eps!r}")
         _check(self.step_size > 0, f"{where}.step_size", f"must be > 0, got {self.step_size!r}")
         _check(self.steps >= 1, f"{where}.steps", f"must be >= 1, got {self.steps!r}")
+
+    def build(self, model, autocast_dtype=None):
+        """`attack(x, targets, generator=None) -> (x_adv, CE to the targets)`: targeted PGD against `model`."""
+        from advgen.attacks.pgd import targeted_pgd
+
+        return functools.partial(targeted_pgd, model, norm=self.norm, eps=self.eps, step_size=self.step_size,
+                                 steps=self.steps, random_start=self.random_start, keep_best=self.keep_best,
+                                 autocast_dtype=autocast_dtype)
+
+
+@dataclass(frozen=True)
+class AttackConfig(PGDConfig):
+    """PGD outside generation: inside adversarial training (TrainConfig.adversarial, untargeted, last iterate),
+    verification's adversarial entries, and `advgen transfer`'s targeted examples (which read kind and targets)."""
+
+    kind: Literal["pgd", "inversion"] = "pgd"                # advgen transfer refuses anything but 'pgd'
+    targets: Literal["rand", "det"] = "det"  # advgen transfer: rand = t uniform over classes; det = t = (y+1) mod C
+
+
+@dataclass(frozen=True)
+class InversionConfig:
+    """Representation inversion: D̂R and D̂NR (Section 3.1), normalised l2 steps on ||g(z) - g(x)||, no eps ball."""
+
+    step_size: float = 0.1         # length of one normalised l2 step in [0,1] pixel space (paper, CIFAR: 0.1)
+    steps: int = 100               # number of descent steps (paper, CIFAR: 1000; the recipes set it)
+    keep_best: bool = True         # keep each image's lowest-distance iterate
+    # start image: "train" = another training image drawn independently of the label (paper, Section 3.1),
+    # "noise" = uniform noise (paper, Appendix D.1)
+    x0: Literal["train", "noise"] = "train"
+    normalize_loss: bool = False   # [unsure] divide the feature distance by ||g(x)||
+
+    def validate(self, where: str):
+        _check(self.step_size > 0, f"{where}.step_size", f"must be > 0, got {self.step_size!r}")
+        _check(self.steps >= 1, f"{where}.steps", f"must be >= 1, got {self.steps!r}")
+
+    def build(self, model, autocast_dtype=None):
+        """`attack(x, x0) -> (x_r, feature distance)`: invert `model`'s penultimate features of x from x0."""
+        from advgen.attacks.inversion import invert
+
+        return functools.partial(invert, model, steps=self.steps, step_size=self.step_size,
+                                 normalize_loss=self.normalize_loss, keep_best=self.keep_best,
+                                 autocast_dtype=autocast_dtype)
 
 
 @dataclass(frozen=True)
@@ -257,6 +295,11 @@ class TrainRecipe:
                f"trainer 'airbench' trains model.arch 'airbench' only, got {self.model.arch!r}")
 
 
+# The paper's four sets: which attack makes each, and (PGD) the target rule.
+ATTACK_OF = {"d_det": PGDConfig, "d_rand": PGDConfig, "d_robust": InversionConfig, "d_nonrobust": InversionConfig}
+TARGETS_OF = {"d_det": "det", "d_rand": "rand"}      # det: t = (y + 1) mod C; rand: t uniform over the C classes
+
+
 @dataclass(frozen=True)
 class GenerateRecipe:
     """`advgen generate RECIPE` / `accelerate launch advgen/generate.py RECIPE`."""
@@ -264,14 +307,16 @@ class GenerateRecipe:
     name: str
     source: SourceConfig
     model: SourceModelRef
-    attack: AttackConfig = field(default_factory=AttackConfig)
+    # which of the paper's sets; it decides the attack: d_det / d_rand targeted PGD (targets (y+1) mod C /
+    # uniform, stored with label t), d_robust / d_nonrobust representation inversion (stored with label y)
+    dataset: Literal["d_det", "d_rand", "d_robust", "d_nonrobust"] = "d_det"
+    attack: Union[PGDConfig, InversionConfig] = field(default_factory=PGDConfig)   # the block `dataset` names
     output: OutputConfig = field(default_factory=OutputConfig)
-    dataset: Literal["d_det", "d_rand", "d_robust", "d_nonrobust"] = "d_det"  # which of the paper's sets
     # images per attack batch (fixed: results do not depend on world size); "auto": the largest that fits on a
     # GPU (from 1024 down), 250 on CPU
     batch_size: Union[int, Literal["auto"]] = 250
     seed: int = 0
-    # Speed (advgen.attacks.fast.prepare); "auto" = the fastest the hardware runs natively. The resolved values go
+    # Speed (advgen.models.fast.prepare); "auto" = the fastest the hardware runs natively. The resolved values go
     # into the manifest. Perturbation, step and projection are fp32 whatever these say.
     precision: Literal["auto", "fp32", "bf16"] = "auto"   # autocast dtype of the model's forward/backward
     channels_last: Union[bool, Literal["auto"]] = "auto"  # NHWC (auto: on)
@@ -282,18 +327,240 @@ class GenerateRecipe:
     deterministic: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
+    @staticmethod
+    def field_types(data: dict) -> dict:
+        """The schema of the attack block follows `dataset` (an unknown dataset is reported by its own field)."""
+        dataset = data.get("dataset", "d_det")
+        return {"attack": ATTACK_OF[dataset]} if isinstance(dataset, str) and dataset in ATTACK_OF else {}
+
+    @property
+    def targets(self) -> Optional[str]:
+        """The target rule of a PGD set ("det" or "rand"); None for an inversion set."""
+        return TARGETS_OF.get(self.dataset)
+
     def validate(self, where: str = ""):
         _check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed!r}")
         _check(self.batch_size == "auto" or self.batch_size >= 1, "batch_size",
                f"must be >= 1 or 'auto', got {self.batch_size!r}")
-        kinds = {"d_det": "pgd", "d_rand": "pgd", "d_robust": "inversion", "d_nonrobust": "inversion"}
-        _check(kinds[self.dataset] == self.attack.kind, "attack.kind",
-               f"dataset {self.dataset!r} is made with attack.kind {kinds[self.dataset]!r}, got {self.attack.kind!r}")
-        if self.dataset in ("d_det", "d_rand"):
-            want = self.dataset[2:]
-            _check(self.attack.targets == want, "attack.targets",
-                   f"dataset {self.dataset!r} needs targets {want!r}, got {self.attack.targets!r}")
+        want = ATTACK_OF[self.dataset]
+        _check(type(self.attack) is want, "attack",
+               f"dataset {self.dataset!r} is made with {want.__name__}, not {type(self.attack).__name__}")
 
+
+# ----------------------------------------------------------------------------------------------
+# Verification (advgen verify)
+# ----------------------------------------------------------------------------------------------
+
+def _check_range(r, where: str):
+    _check(r is None or (len(r) == 2 and 0.0 <= r[0] <= r[1] <= 1.0), where,
+           f"must be [low, high] with 0 <= low <= high <= 1 (accuracy as a fraction), got {r!r}")
+
+
+@dataclass(frozen=True)
+class ExpectedConfig:
+    """Accepted ranges of the mean over seeds; null = not checked."""
+
+    std_acc: Optional[list[float]] = None      # [low, high], fraction of the test set
+    robust_acc: Optional[list[float]] = None   # [low, high] at eval.eps
+
+    def validate(self, where: str):
+        _check_range(self.std_acc, f"{where}.std_acc")
+        _check_range(self.robust_acc, f"{where}.robust_acc")
+
+
+@dataclass(frozen=True)
+class PaperConfig:
+    """The paper's number for this training set (PAPER_NOTES), shown beside ours; null = none."""
+
+    std_acc: Optional[float] = None
+    robust_acc: Optional[float] = None
+    ref: str = ""                              # where it comes from, e.g. "Table 1", "Figure 2b (read off)"
+
+    def validate(self, where: str):
+        for k in ("std_acc", "robust_acc"):
+            v = getattr(self, k)
+            _check(v is None or 0.0 <= v <= 1.0, f"{where}.{k}", f"must be a fraction in [0, 1], got {v!r}")
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One training set of the comparison (one group of bars in Figure 2b)."""
+
+    kind: Literal["generated", "baseline_std", "baseline_adv"] = "generated"
+    path: str = ""                 # generated: advgen output dir, a load_dataset dir, or a Hub id
+    config: Optional[str] = None   # Hub config name (one config per generated set)
+    use_npy: bool = False          # advgen output dir: train on the float32 copy instead of the PNGs
+    title: str = ""                # label in the figures (default: the entry's key)
+    # Per-set training changes (the paper's lr and augmentation differ per set); null = recipe's `train`.
+    lr: Optional[float] = None
+    epochs: Optional[int] = None
+    augment: Optional[AugmentConfig] = None
+    # PGD inside the training loop: required for baseline_adv; on a generated set it is a robust-feature leakage
+    # probe (a robustly trained model cannot use the non-robust features that label D̂det / D̂rand, so its
+    # accuracy on the original test set is what robust features leaking through the perturbation carry)
+    adversarial: Optional[AttackConfig] = None
+    seeds: Optional[list[int]] = None            # this entry's seeds (null = the recipe's)
+    expected: ExpectedConfig = field(default_factory=ExpectedConfig)
+    paper: PaperConfig = field(default_factory=PaperConfig)
+
+    def validate(self, where: str):
+        if self.kind == "generated":
+            _check(bool(self.path), f"{where}.path", "a generated set needs a path (output dir, dataset dir or hub id)")
+        else:
+            _check(not self.path and not self.use_npy, where,
+                   f"kind {self.kind!r} trains on the recipe's source split; remove path / use_npy")
+        _check(self.kind != "baseline_adv" or self.adversarial is not None, f"{where}.adversarial",
+               "kind 'baseline_adv' needs the attack of its adversarial training")
+        _check(self.kind != "baseline_std" or self.adversarial is None, f"{where}.adversarial",
+               "kind 'baseline_std' is standard training; use kind 'baseline_adv' for adversarial training on D")
+        _check(self.seeds is None or (bool(self.seeds) and len(set(self.seeds)) == len(self.seeds)),
+               f"{where}.seeds", f"must be a non-empty list of distinct integers, got {self.seeds!r}")
+        _check(self.lr is None or self.lr > 0, f"{where}.lr", f"must be > 0, got {self.lr!r}")
+        _check(self.epochs is None or self.epochs >= 1, f"{where}.epochs", f"must be >= 1, got {self.epochs!r}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Robust accuracy: untargeted PGD (no random start) on the original test split."""
+
+    eps: float = 0.25                          # radius in [0,1] pixel space (paper, CIFAR: l2 0.25)
+    norm: Literal["l2", "linf"] = "l2"
+    steps: int = 20                            # PGD steps (the authors used 7; more is stricter)
+    step_size: Optional[float] = None          # null = 2.5 * eps / steps
+    batch_size: int = 500                      # test images per evaluation batch
+    extra_eps: list[float] = field(default_factory=list)   # also report robust accuracy at these radii (not checked)
+    # also report accuracy against the shifted labels (y + 1) mod C of the test set (the paper's Appendix D check
+    # of D̂det: a model that learned the robust features of y under label y + 1 scores there)
+    shifted_labels: bool = False
+
+    def validate(self, where: str):
+        _check(self.eps > 0, f"{where}.eps", f"must be > 0, got {self.eps!r}")
+        _check(all(e > 0 for e in self.extra_eps), f"{where}.extra_eps", f"must be > 0, got {self.extra_eps!r}")
+        _check(self.steps >= 1, f"{where}.steps", f"must be >= 1, got {self.steps!r}")
+        _check(self.step_size is None or self.step_size > 0, f"{where}.step_size",
+               f"must be > 0, got {self.step_size!r}")
+
+
+_NUM = r"\d+(?:\.\d*)?|\.\d+"
+_TERM = (rf"(?:(?P<k{{i}}>{_NUM})\s*\*\s*)?(?P<name{{i}}>[A-Za-z0-9_.-]+?)\.(?P<metric{{i}}>std_acc|robust_acc)"
+         rf"(?:\s*(?P<sign{{i}}>[+-])\s*(?P<c{{i}}>{_NUM}))?|(?P<const{{i}}>{_NUM})")
+ORDERING = re.compile(rf"(?:{_TERM.format(i=0)})\s*(?P<op>>=|<=|>|<)\s*(?:{_TERM.format(i=1)})")
+CLAIM_HELP = ("expected 'NAME.METRIC > NAME.METRIC' with METRIC std_acc or robust_acc; either side may be scaled and "
+              "shifted ('0.6 * A.std_acc', 'A.robust_acc + 0.10') or a number, and the operator one of > < >= <=")
+
+
+@dataclass(frozen=True)
+class ClaimTerm:
+    """k * NAME.METRIC + c, or the constant c (name None)."""
+
+    name: Optional[str]
+    metric: Optional[str]
+    k: float = 1.0
+    c: float = 0.0
+
+    def value(self, by_name: dict) -> float:
+        return self.c if self.name is None else self.k * by_name[self.name][self.metric] + self.c
+
+    def spread(self, by_name: dict) -> float:
+        return 0.0 if self.name is None else abs(self.k) * by_name[self.name][self.metric + "_std"]
+
+
+def parse_claim(text: str) -> Optional[tuple[ClaimTerm, str, ClaimTerm]]:
+    """'d_robust.robust_acc > baseline_std.robust_acc + 0.10' -> (left, '>', right); None if it does not parse."""
+    m = ORDERING.fullmatch(text.strip())
+    if m is None:
+        return None
+
+    def term(i):
+        g = {k: m.group(f"{k}{i}") for k in ("k", "name", "metric", "sign", "c", "const")}
+        if g["const"] is not None:
+            return ClaimTerm(None, None, 0.0, float(g["const"]))
+        c = float(g["c"]) * (-1 if g["sign"] == "-" else 1) if g["c"] is not None else 0.0
+        return ClaimTerm(g["name"], g["metric"], float(g["k"]) if g["k"] else 1.0, c)
+
+    return term(0), m.group("op"), term(1)
+
+
+def claim_names(text: str) -> list[str]:
+    left, _, right = parse_claim(text)
+    return [t.name for t in (left, right) if t.name is not None]
+
+
+@dataclass(frozen=True)
+class VerifyRecipe:
+    """`advgen verify RECIPE`: the training sets to compare and how each model is trained and measured."""
+
+    name: str
+    source: SourceConfig                       # the ORIGINAL data: test_split to evaluate, split for baselines
+    datasets: dict[str, DatasetEntry]          # key = name in the report, in recipe order
+    model: ModelConfig = field(default_factory=ModelConfig)   # mean/std null: stats of source.split
+    train: TrainConfig = field(default_factory=TrainConfig)   # eval_eps/eval_steps unused: see `eval`
+    trainer: Literal["fit", "airbench"] = "fit"               # fit: advgen.models.train.fit
+    airbench: AirbenchConfig = field(default_factory=AirbenchConfig)   # trainer "airbench" only
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seeds: list[int] = field(default_factory=lambda: [0])     # one fresh model per seed and dataset
+    report_dir: Optional[str] = None           # null = reports/<name>
+    samples: int = 8                           # image pairs in each samples_<dataset>.png
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Reuse finished (dataset, seed) models from report_dir/runs/ whose inputs are unchanged, so a killed run
+    # resumes at the model it was training; false = train every model again.
+    resume: bool = True
+    # Generated sets drawn beside their originals for the same source images (Figure 2a), e.g.
+    # [d_robust, d_nonrobust]; written as figure2a.png.
+    grid: list[str] = field(default_factory=list)
+    # Claims between training sets, checked on the means: "A.metric > B.metric", metric std_acc or
+    # robust_acc, e.g. "d_robust.robust_acc > d_nonrobust.robust_acc" (Figure 2b's ordering).
+    orderings: list[str] = field(default_factory=list)
+
+    def validate(self, where: str = ""):
+        for i, text in enumerate(self.orderings):
+            _check(parse_claim(text) is not None, f"orderings[{i}]", f"{CLAIM_HELP}, got {text!r}")
+            for name in claim_names(text):
+                _check(name in self.datasets, f"orderings[{i}]",
+                       f"{name!r} is not a dataset of this recipe ({', '.join(self.datasets)})")
+        _check(bool(self.datasets), "datasets", "list at least one training set")
+        _check(bool(self.seeds) and len(set(self.seeds)) == len(self.seeds), "seeds",
+               f"must be a non-empty list of distinct integers, got {self.seeds!r}")
+        _check(self.train.adversarial is None, "train.adversarial",
+               "verification trains with standard training; put adversarial training in a 'baseline_adv' entry")
+        _check(self.samples >= 1, "samples", f"must be >= 1, got {self.samples!r}")
+        _check(self.trainer != "airbench" or self.model.arch == "airbench", "trainer",
+               f"trainer 'airbench' trains model.arch 'airbench' only, got {self.model.arch!r}")
+        for name in self.grid:
+            _check(name in self.datasets and self.datasets[name].kind == "generated", "grid",
+                   f"{name!r} is not a generated set of this recipe ({', '.join(self.datasets)})")
+        for key in self.datasets:
+            _check(re.fullmatch(r"[A-Za-z0-9_.-]+", key) is not None, f"datasets.{key}",
+                   "names may use letters, digits, '_', '.', '-' (they become file names)")
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.report_dir or f"reports/{self.name}")
+
+    def seeds_of(self, entry: DatasetEntry) -> list[int]:
+        return list(entry.seeds) if entry.seeds is not None else list(self.seeds)
+
+    def train_config(self, entry: DatasetEntry) -> TrainConfig:
+        """The recipe's training with the entry's own lr, epochs, augmentation and (adversarial) attack."""
+        t = self.train
+        return dataclasses.replace(t, lr=entry.lr if entry.lr is not None else t.lr,
+                                   epochs=entry.epochs if entry.epochs is not None else t.epochs,
+                                   augment=entry.augment if entry.augment is not None else t.augment,
+                                   adversarial=entry.adversarial)
+
+    def only(self, names: list[str]) -> "VerifyRecipe":
+        """The recipe restricted to `names` (recipe order kept); orderings about other sets are dropped."""
+        unknown = [n for n in names if n not in self.datasets]
+        if unknown:
+            raise RecipeError(f"--only: {unknown[0]!r} is not a dataset of {self.name} ({', '.join(self.datasets)})")
+        keep = {k: e for k, e in self.datasets.items() if k in names}
+        orderings = [o for o in self.orderings if all(n in keep for n in claim_names(o))]
+        return dataclasses.replace(self, datasets=keep, orderings=orderings, grid=[n for n in self.grid if n in keep])
+
+
+# ----------------------------------------------------------------------------------------------
+# Pipeline (advgen reproduce)
+# ----------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class StageRef:
@@ -415,6 +682,8 @@ def _build(cls, data, where: str):
     if not isinstance(data, dict):
         _fail(where, f"expected a mapping of {cls.__name__} fields, got {data!r}")
     hints = typing.get_type_hints(cls)
+    chosen = cls.field_types(data) if hasattr(cls, "field_types") else {}    # a block whose schema a key decides
+    hints.update(chosen)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in fields]
     if unknown:
@@ -426,6 +695,8 @@ def _build(cls, data, where: str):
         sub = f"{where}.{name}" if where else name
         if name in data:
             kwargs[name] = _coerce(hints[name], data[name], sub)
+        elif name in chosen:
+            kwargs[name] = _coerce(hints[name], {}, sub)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             _fail(sub, "missing required key")
     obj = cls(**kwargs)
@@ -460,19 +731,23 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+# Keys that hold a local path ("*": any name, e.g. a verification entry or a pipeline's dataset stage).
 _PATH_KEYS = {("source", "path"), ("model", "checkpoint"), ("model", "train_recipe"), ("checkpoint",),
-              ("dataset_path",), ("test_source", "path"), ("standard_model", "recipe"), ("robust_model", "recipe"),
-              ("verify", "recipe"), ("datasets", "d_robust", "recipe"), ("datasets", "d_nonrobust", "recipe"),
-              ("datasets", "d_rand", "recipe"), ("datasets", "d_det", "recipe")}
+              ("standard_model", "recipe"), ("robust_model", "recipe"), ("verify", "recipe"),
+              ("datasets", "*", "recipe"), ("datasets", "*", "path")}
+
+
+def _is_path_key(key: tuple) -> bool:
+    return any(len(key) == len(p) and all(a == b or b == "*" for a, b in zip(key, p)) for p in _PATH_KEYS)
 
 
 def _resolve_paths(data: dict, base: Path, prefix=()):
-    """Paths starting with ./ or ../ that do not exist from the cwd are taken relative to the recipe."""
+    """Relative paths that do not exist from the cwd but do next to the recipe are taken relative to the recipe."""
     for k, v in list(data.items()):
         key = prefix + (k,)
         if isinstance(v, dict):
             _resolve_paths(v, base, key)
-        elif key in _PATH_KEYS and isinstance(v, str) and v and not os.path.isabs(v) and not Path(v).exists():
+        elif _is_path_key(key) and isinstance(v, str) and v and not os.path.isabs(v) and not Path(v).exists():
             candidate = base / v
             if candidate.exists():
                 data[k] = os.path.normpath(str(candidate))
@@ -520,6 +795,44 @@ def non_default(obj):
         out[f.name] = non_default(v) if dataclasses.is_dataclass(v) else (
             {k: non_default(x) for k, x in v.items()} if isinstance(v, dict) else v)
     return out
+
+
+def saved_differences(saved, recipe) -> list[str]:
+    """Where a resolved recipe written earlier (an output's recipe.yaml, a checkpoint's JSON) differs from `recipe`,
+    as 'key: old -> new'. Keys this schema no longer has are skipped: they were dropped because they changed nothing
+    (attack.kind and attack.targets of a generation recipe, now implied by `dataset`; x0 and normalize_loss of a
+    PGD block). Fields added to the schema since `saved` was written count as their defaults."""
+    if isinstance(saved, dict) and dataclasses.is_dataclass(recipe):
+        saved = _with_defaults(type(recipe), saved)
+    return _diff(saved, json.loads(json.dumps(to_dict(recipe))))
+
+
+def _with_defaults(cls, data: dict) -> dict:
+    """`data` with every field of dataclass `cls` it lacks filled in with that field's default (recursively)."""
+    hints = typing.get_type_hints(cls)
+    out = dict(data)
+    for f in dataclasses.fields(cls):
+        if f.name in out:
+            if dataclasses.is_dataclass(hints[f.name]) and isinstance(out[f.name], dict):
+                out[f.name] = _with_defaults(hints[f.name], out[f.name])
+            continue
+        if f.default is not dataclasses.MISSING:
+            v = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            v = f.default_factory()
+        else:
+            continue
+        out[f.name] = json.loads(json.dumps(to_dict(v) if dataclasses.is_dataclass(v) else v))
+    return out
+
+
+def _diff(old, new, prefix=""):
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in new:
+            out += _diff(old.get(k), new[k], f"{prefix}{k}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
 def dump_recipe(recipe, path: str | os.PathLike):

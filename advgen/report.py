@@ -1,27 +1,40 @@
-"""Rebuild the results tables from verification reports (and generation manifests), and put them in the README.
+"""Reports: what the stages measured, as markdown tables and figures, and the README block built from them.
 
     advgen report                                  # every reports/*/report.json, table on stdout
     advgen report reports/verify_digits_study --readme README.md
     advgen report runs/digits_det runs/digits_rand reports/verify_digits_det --readme README.md
 
-A path is a report (report dir or its report.json, from `advgen verify`) or a generated output (output dir or
-its manifest.json, from `advgen generate`): outputs give a "generated sets" table (count, targeted success,
-mean ||delta||_2, feature distance, attack and total seconds, the speed settings that ran), reports the
-verification table.
-
-The README block between `<!-- results:start -->` and `<!-- results:end -->` is replaced; every other
-byte of the README is left as it was, so its numbers are never typed by hand. Exit status 2 when a
-report cannot be read or the README lacks the markers.
+- `advgen report`: a path is a report (report dir or its report.json, from `advgen verify`), a generated output
+  (output dir or its manifest.json, from `advgen generate`) or a benchmark JSON (`advgen bench`, `bench-e2e`):
+  outputs give a "generated sets" table (count, targeted success, mean ||delta||_2, feature distance, attack and
+  total seconds, the speed settings that ran), reports the verification table, benchmarks the speed table. The
+  README block between `<!-- results:start -->` and `<!-- results:end -->` is replaced; every other byte of the
+  README is left as it was, so its numbers are never typed by hand. Exit status 2 when a report cannot be read or
+  the README lacks the markers.
+- `write_verify_report`: what `advgen verify` writes to its report_dir (report.json, report.md, samples_<set>.png,
+  accuracy.png as Figure 2b, robustness.png, figure2a.png) and the copy of report.json in OUT/verify/ of every
+  output it verified, where `advgen card` finds it (each row names its output by `manifest_sha256`).
+- `write_pipeline_report`: `advgen reproduce`'s DIR/report.md (Table 1 beside the paper, claims, source models,
+  generated sets, stage times) with stage_times.png.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
+from advgen.errors import ReportError
+from advgen.recipe import TARGETS_OF
+from advgen.writers.layout import write_json
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables and the README block (advgen report)
+# ----------------------------------------------------------------------------------------------
 
 def pct(v: Optional[float], spread: Optional[float] = None) -> str:
     """0.437 -> '43.7%'; with a spread: '43.7 ± 1.2%'; None -> '—'."""
@@ -62,10 +75,6 @@ def markdown_table(results: list[dict], with_recipe: Optional[str] = None) -> st
 
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-
-
-class ReportError(ValueError):
-    pass
 
 
 def find_reports(paths: list[str]) -> list[Path]:
@@ -118,7 +127,8 @@ def load_all(files: list[Path]) -> dict[str, list]:
             if not isinstance(obj["results"], list):
                 raise ReportError(f"{f}: 'results' is not a list; not a verification report")
             name = obj.get("name", f.parent.name)     # the report's folder when it is not the default reports/<name>
-            label = f.parent.name if f.name == "report.json" and f.parent.name != name else name
+            own_folder = f.name == "report.json" and f.parent.name not in (name, "verify")   # DIR/verify: a pipeline's
+            label = f.parent.name if own_folder else name
             out["rows"] += [dict(r, recipe=label, report_seeds=obj.get("seeds"), report_eval=obj.get("eval", {}),
                                  setting=setting_of(obj)) for r in obj["results"]]
     return out
@@ -175,7 +185,8 @@ def generation_table(manifests: list[dict]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in manifests:
         s, a, sec = m["stats"], m["recipe"]["attack"], m.get("seconds", {})
-        what = (f"PGD {a['norm']} ε {a['eps']:g}, {a['steps']} steps, targets {a['targets']}" if a["kind"] == "pgd"
+        targets = TARGETS_OF.get(m["dataset"])            # the dataset decides the attack (PGD sets have targets)
+        what = (f"PGD {a['norm']} ε {a['eps']:g}, {a['steps']} steps, targets {targets}" if targets
                 else f"inversion, {a['steps']} steps of {a['step_size']:g}, x0 {a['x0']}")
         sp = m.get("speed") or {}
         ran = ", ".join(filter(None, [f"{m.get('world_size', 1)} proc", sp.get("device"), sp.get("autocast"),
@@ -227,32 +238,347 @@ def replace_block(text: str, block: str, where: str = "README") -> str:
     return f"{head}{START}\n{block}\n{END}{tail}"
 
 
+# ----------------------------------------------------------------------------------------------
+# advgen verify's report
+# ----------------------------------------------------------------------------------------------
+
+def write_verify_report(recipe, report: dict, original, sets: dict, outputs: list[Path]) -> None:
+    """`advgen verify`'s report_dir: the figures (their names go into report["figures"]), report.json, report.md; and
+    a copy of report.json in OUT/verify/<recipe name>.json of every advgen output in `outputs`, where the output's
+    dataset card finds it. `sets`: every generated set of the recipe (advgen.writers.reader.TrainSet)."""
+    out = recipe.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    figures = {}
+    for name, entry in recipe.datasets.items():
+        if entry.kind != "generated":
+            continue
+        ts = sets[name]
+        if ts.source_index is not None:
+            f = out / f"samples_{name}.png"
+            if sample_grid(ts, original, recipe.samples, f, entry.title or name):
+                figures[name] = f.name
+    accuracy_chart(report, out / "accuracy.png")
+    report["figures"] = {"accuracy": "accuracy.png"}
+    if recipe.eval.extra_eps:
+        robustness_curve(report, out / "robustness.png")
+        report["figures"]["robustness"] = "robustness.png"
+    report["figures"].update({f"samples_{k}": v for k, v in figures.items()})
+    if recipe.grid:
+        grid_sets = {recipe.datasets[k].title or k: sets[k] for k in recipe.grid}
+        if figure2a(original, grid_sets, recipe.samples, out / "figure2a.png"):
+            report["figures"]["figure2a"] = "figure2a.png"
+    write_json(out / "report.json", report)
+    for output in outputs:          # the card of each output finds its reports there
+        write_json(output / "verify" / f"{recipe.name}.json", report)
+    (out / "report.md").write_text(verify_markdown(report, recipe.trainer, figures))
+
+
+def verify_markdown(report: dict, trainer: str, figures: dict[str, str]) -> str:
+    """report.md of `advgen verify`: the table beside the paper, failures, claims, other radii, shifted labels,
+    leakage probes, the figures."""
+    ev = report["eval"]
+    md = [f"# Verification: {report['name']}", "",
+          f"Each model ({report['model']['name']}, trainer {trainer}) is trained from scratch on the "
+          f"set named in the first column and evaluated on the original {report['source']['kind']} "
+          f"{report['source']['test_split']} split ({report['source']['num_test']} images). Robust accuracy: "
+          f"untargeted {ev['norm']} PGD, ε {ev['eps']:g}, {ev['steps']} steps of {ev['step_size']:.4g}, no random "
+          f"start. Mean ± std over seeds {report['seeds']}; seconds = train + evaluate, per model, on "
+          f"{report['device']}. Paper numbers: CIFAR-10 / ResNet-50 (PAPER_NOTES), where the paper has one.", "",
+          markdown_table(report["results"]), ""]
+    for r in report["results"]:
+        if r["failures"]:
+            md.append(f"- **{r['dataset']}** outside its expected range: {'; '.join(r['failures'])}")
+    if report["orderings"]:
+        md += ["", "| claim | left | right | gap | holds |", "|---|---|---|---|---|"]
+        for o in report["orderings"]:
+            md.append(f"| {o['claim']} | {pct(o['left'], o['left_std'])} | {pct(o['right'], o['right_std'])} | "
+                      f"{100 * o['gap']:+.1f} pts | {'yes' if o['holds'] else '**NO**'} |")
+    extra = [e for r in report["results"] for e in r["robust_acc_at"]]
+    if extra:
+        eps_list = list(dict.fromkeys(extra))
+        md += ["", "Robust accuracy at other radii (same attack, not checked):", "",
+               "| dataset | " + " | ".join(f"ε {e}" for e in eps_list) + " |", "|---|" + "---|" * len(eps_list)]
+        for r in report["results"]:
+            cells = [pct(r["robust_acc_at"][e]["mean"], r["robust_acc_at"][e]["std"]) if e in r["robust_acc_at"]
+                     else "—" for e in eps_list]
+            md.append(f"| {r['dataset']} | " + " | ".join(cells) + " |")
+    shifted = [r for r in report["results"] if "shifted_acc" in r]
+    if shifted:
+        md += ["", "Accuracy against the shifted test labels (y + 1) mod C (Appendix D: a D̂det model that learned the "
+               "robust features of y under the label y + 1 scores here):", "", "| dataset | shifted-label acc |",
+               "|---|---|"] + [f"| {r['dataset']} | {pct(r['shifted_acc'], r['shifted_acc_std'])} |" for r in shifted]
+    leak = [r for r in report["results"] if r["kind"] == "generated" and r["train"]["adversarial"]]
+    if leak:
+        md += ["", "Robust-feature leakage: models trained ADVERSARIALLY on a generated set cannot use the non-robust "
+               "features that carry its labels, so their accuracy on the original test set is what robust features "
+               "leaking through the perturbation carry (chance: 1 / classes):", "",
+               "| dataset | adversarial training | std acc | robust acc |", "|---|---|---|---|"]
+        for r in leak:
+            a = r["train"]["adversarial"]
+            md.append(f"| {r['dataset']} | {a['norm']} ε {a['eps']:g}, {a['steps']} steps | "
+                      f"{pct(r['std_acc'], r['std_acc_std'])} | {pct(r['robust_acc'], r['robust_acc_std'])} |")
+    md += ["", "![accuracy per training set](accuracy.png)", ""]
+    if "robustness" in report["figures"]:
+        md += ["![robust accuracy against the attack radius](robustness.png)", ""]
+    if "figure2a" in report["figures"]:
+        md += ["![the same source images in D and the generated sets (Figure 2a)](figure2a.png)", ""]
+    for name, f in figures.items():
+        md += [f"![{name}: originals (top) and generated images (bottom)]({f})", ""]
+    return "\n".join(md)
+
+
+# ----------------------------------------------------------------------------------------------
+# advgen reproduce's report
+# ----------------------------------------------------------------------------------------------
+
+def write_pipeline_report(report: dict, out: Path) -> None:
+    """`advgen reproduce`'s DIR/report.json, report.md and stage_times.png (its name goes into report["figures"])."""
+    stage_chart(report, out / "stage_times.png")
+    report["figures"]["stage_times"] = "stage_times.png"
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(pipeline_markdown(report))
+
+
+def pipeline_markdown(r: dict) -> str:
+    """Table 1 / Figure 2b beside the paper, the claims, source models, generated sets and the time of each stage."""
+    ev = r["eval"]
+    lines = [f"# {r['name']}: Table 1 / Figure 2b", "",
+             f"Every model below is {r['model']['name']}, trained from scratch on the set in the first column and tested "
+             f"on {r['num_test']} images of the original test split. Robust accuracy: untargeted {ev['norm']} PGD, "
+             f"ε {ev['eps']:g}, {ev['steps']} steps of {ev['step_size']:.4g}. Mean ± std over seeds. Paper: CIFAR-10, "
+             "ResNet-50 (Table 1, Figure 2b; PAPER_NOTES).", "",
+             "| training set | std acc | robust acc | paper std | paper robust | in expected range | seeds |",
+             "|---|---|---|---|---|---|---|"]
+    for t in r["table1"]:
+        lines.append(f"| {t['title']} | {pct(t['std_acc'], t['std_acc_std'])} | {pct(t['robust_acc'], t['robust_acc_std'])}"
+                     f" | {pct(t['paper_std_acc'])} | {pct(t['paper_robust_acc'])} | {'yes' if t['passed'] else '**no**'}"
+                     f" | {len(t['seeds'])} |")
+    lines += ["", "Claims (checked on the means; gap in points, spread = the seeds' std):", "",
+              "| claim | left | right | gap | holds |", "|---|---|---|---|---|"]
+    for c in r["claims"]:
+        lines.append(f"| `{c['claim']}` | {pct(c['left'], c['left_std'])} | {pct(c['right'], c['right_std'])} | "
+                     f"{100 * c['gap']:+.1f} | {'yes' if c['holds'] else '**NO**'} |")
+    lines += ["", "Source models (on the same test images):", "",
+              "| model | clean | robust (eval ε) | other radii | train + eval s |", "|---|---|---|---|---|"]
+    for m in r["source_models"]:
+        other = ", ".join(f"{pct(v)} at ε {e}" for e, v in m["robust_at"].items()) or "—"
+        rob = f"{pct(m['robust'])} at ε {m['robust_eps']:g}" if m["robust"] is not None else "—"
+        lines.append(f"| {m['model']} | {pct(m['clean'])} | {rob} | {other} | {m['seconds'] or 0:.0f} |")
+    lines += ["", f"Generated sets (targeted success must reach {pct(r['min_success'])}):", "",
+              "| set | samples | targeted success | mean ‖δ‖₂ | feature distance (start → end) | ‖x_r − x‖₂ | attack s |",
+              "|---|---|---|---|---|---|---|"]
+    for g in r["generation"]:
+        succ = "—" if g["success"] is None else pct(g["success"]) + ("" if g["passed"] else " **below**")
+        dist = "—" if g["rel_dist_init"] is None else f"{g['rel_dist_init']:.3f} → {g['rel_dist_final']:.4f}"
+        l2 = "—" if g["l2"] is None else f"{g['l2']:.3f}"
+        l2s = "—" if g["l2_to_source"] is None else f"{g['l2_to_source']:.2f}"
+        lines.append(f"| {g['title']} | {g['count']:,} | {succ} | {l2} | {dist} | {l2s} | {g['attack_seconds']:.0f} |")
+    lines += ["", "Stages (wall seconds of the run that made each; CPU seconds of rank 0, load aside):", "",
+              "| stage | wall s | CPU s | processes | finished |", "|---|---|---|---|---|"]
+    for s in r["stages"]:
+        lines.append(f"| {s['stage']} | {s['seconds'] or 0:.0f} | {s['cpu_seconds_rank0'] or 0:.0f} | "
+                     f"{s['world_size']} | {s['finished']} |")
+    lines += [f"| **all stages** | **{r['seconds_stages']:.0f}** | | | |", ""]
+    for key, caption in (("accuracy", "Figure 2b: standard and robust accuracy per training set, ours beside the paper"),
+                         ("figure2a", "Figure 2a: the same source images in D, D̂R and D̂NR"),
+                         ("robustness", "Accuracy against the attack radius ε"),
+                         ("stage_times", "Time per stage")):
+        if key in r["figures"]:
+            lines += [f"![{caption}]({r['figures'][key]})", ""]
+    lines.append(f"Overall: {'PASSED' if r['passed'] else 'NOT PASSED'} (claims, expected ranges and targeted success).")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures
+# ----------------------------------------------------------------------------------------------
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _image_cell(ax, img, class_names: list[str], label: int, **title_kw) -> None:
+    """One image of a grid (uint8 or float [0,1], CHW), titled with its class name."""
+    x = img.float() / 255.0 if not img.dtype.is_floating_point else img.float()
+    arr = x.clamp(0, 1).permute(1, 2, 0).numpy()
+    ax.imshow(arr[..., 0] if arr.shape[2] == 1 else arr, cmap="gray" if arr.shape[2] == 1 else None,
+              vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title(class_names[label] if label < len(class_names) else str(label), **title_kw)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def sample_grid(ts, original, n: int, path: Path, title: str) -> bool:
+    """Figure 2a: the first n samples, original image (top, its label) above the generated one (its label)."""
+    plt = _pyplot()
+
+    pos_of = {int(i): p for p, i in enumerate(original.indices.tolist())}
+    picks = [j for j in range(len(ts.labels)) if int(ts.source_index[j]) in pos_of][:n]
+    if not picks:
+        return False
+    fig, axes = plt.subplots(2, len(picks), figsize=(1.3 * len(picks) + 0.6, 3.5), squeeze=False)
+    for col, j in enumerate(picks):
+        p = pos_of[int(ts.source_index[j])]
+        for row, (img, label) in enumerate(((original.images([p])[0], int(original.labels[p])),
+                                             (ts.images[j], int(ts.labels[j])))):
+            _image_cell(axes[row][col], img, original.class_names, label, fontsize=9)
+        axes[0][0].set_ylabel("original", fontsize=9)
+        axes[1][0].set_ylabel(title, fontsize=9)
+    fig.suptitle(f"{title}: originals (top, true label) and training images (bottom, training label)", fontsize=9)
+    fig.tight_layout(h_pad=1.2)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def figure2a(original, sets: dict, n: int, path: Path) -> bool:
+    """Figure 2a: the same n source images as the original D (top row) and in each generated set (one row each),
+    every cell titled with its training label; False when the sets share no source image with the original."""
+    plt = _pyplot()
+
+    pos_of = {int(i): p for p, i in enumerate(original.indices.tolist())}
+    rows_of = {}
+    for title, ts in sets.items():
+        if ts.source_index is None:
+            return False
+        rows_of[title] = {int(i): j for j, i in enumerate(ts.source_index.tolist())}
+    common = [i for i in original.indices.tolist() if all(i in r for r in rows_of.values())][:n]
+    if not common:
+        return False
+    names = original.class_names
+    fig, axes = plt.subplots(1 + len(sets), len(common), figsize=(1.2 * len(common) + 1.0, 1.45 * (1 + len(sets))),
+                             squeeze=False)
+    rows = [("D (original)", lambda i: (original.images([pos_of[i]])[0], int(original.labels[pos_of[i]])))]
+    for title, ts in sets.items():
+        rows.append((title, lambda i, ts=ts, r=rows_of[title]: (ts.images[r[i]], int(ts.labels[r[i]]))))
+    for row, (title, get) in enumerate(rows):
+        for col, i in enumerate(common):
+            img, label = get(i)
+            _image_cell(axes[row][col], img, names, label, fontsize=8, pad=2)
+        axes[row][0].set_ylabel(title, fontsize=9)
+    fig.suptitle("The same source images in D and in each generated set (titles: training labels)", fontsize=9)
+    fig.tight_layout(h_pad=0.6)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def accuracy_chart(report: dict, path: Path):
+    """Figure 2b: standard and robust test accuracy per training set, ours (error bar = std over seeds)
+    beside the paper's (hatched) where it has a number; other radii are in robustness_curve."""
+    plt = _pyplot()
+
+    results, ev = report["results"], report["eval"]
+
+    def ours(key):
+        return [r[key] for r in results], [r[key + "_std"] for r in results]
+
+    series = [("std (ours)", *ours("std_acc"), "#1f77b4", None),
+              ("std (paper)", [r["paper_std_acc"] for r in results], None, "#aec7e8", "//"),
+              (f"robust ε {ev['eps']:g} (ours)", *ours("robust_acc"), "#ff7f0e", None),
+              ("robust (paper)", [r["paper_robust_acc"] for r in results], None, "#ffbb78", "//")]
+    series = [s for s in series if any(v is not None for v in s[1])]
+    x = np.arange(len(results))
+    w = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(series) * len(results) + 2.0), 4.4))
+    for i, (label, vals, err, color, hatch) in enumerate(series):
+        heights = [100 * (v if v is not None else 0.0) for v in vals]
+        ax.bar(x + (i - (len(series) - 1) / 2) * w, heights, w, label=label, color=color, hatch=hatch,
+               yerr=None if err is None else [100 * e for e in err], capsize=2, edgecolor="black", linewidth=0.4)
+    ax.set_xticks(x)
+    ax.set_xticklabels([r["title"] + (" (npy)" if r.get("use_npy") and "npy" not in r["title"] else "")
+                        for r in results], fontsize=8)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(f"{report['name']}: {report['model']['name']}, {len(report['seeds'])} seed(s)\n"
+                 f"robust = untargeted {ev['norm']} PGD, {ev['steps']} steps, on the original test set", fontsize=9)
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.09), frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def robustness_curve(report: dict, path: Path):
+    """Test accuracy against the PGD radius (0 = clean), one line per training set, error bars = std over seeds."""
+    plt = _pyplot()
+
+    ev = report["eval"]
+    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    for r in report["results"]:
+        pts = {0.0: (r["std_acc"], r["std_acc_std"]), float(r["eps"]): (r["robust_acc"], r["robust_acc_std"])}
+        pts.update({float(e): (v["mean"], v["std"]) for e, v in r["robust_acc_at"].items()})
+        eps = sorted(pts)
+        ax.errorbar(eps, [100 * pts[e][0] for e in eps], yerr=[100 * pts[e][1] for e in eps], marker="o",
+                    markersize=3, capsize=2, label=r["title"])
+    ax.set_xlabel(f"{ev['norm']} radius ε of the untargeted PGD attack ({ev['steps']} steps)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"{report['name']}: accuracy under attack, {len(report['seeds'])} seed(s)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def stage_chart(report: dict, path: Path) -> None:
+    plt = _pyplot()
+
+    rows = report["stages"]
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    y = range(len(rows))
+    ax.barh(list(y), [(r["seconds"] or 0) / 60 for r in rows], color="#1f77b4", label="wall")
+    ax.barh(list(y), [(r["cpu_seconds_rank0"] or 0) / 60 / 2 for r in rows], height=0.3, color="#ff7f0e",
+            label="CPU of rank 0 ÷ 2 cores")
+    ax.set_yticks(list(y))
+    ax.set_yticklabels([r["stage"] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("minutes")
+    ax.set_title(f"{report['name']}: {report['seconds_stages'] / 60:.1f} min in all stages", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="advgen report", description="Rebuild the results table from report JSONs.")
+    from advgen.cli import parser
+
+    p = parser("advgen report", description="Rebuild the results table from report JSONs.")
     p.add_argument("reports", nargs="*", help="report dirs / report.json files of `advgen verify`, output dirs / "
                                               "manifest.json files of `advgen generate` (default: "
                                               "reports/*/report.json)")
     p.add_argument("--readme", help="replace the block between the results markers in this file")
     args = p.parse_args(argv)
-    try:
-        found = load_all(find_reports(args.reports))
-        table = build_table(found["rows"], found["manifests"], found["benches"])
-        if args.readme:
-            readme = Path(args.readme)
-            if not readme.is_file():
-                raise ReportError(f"{readme}: no such file")
-            text = readme.read_text()
-            new = replace_block(text, table, str(readme))
-            if new != text:
-                readme.write_text(new)
-            print(f"advgen report: {readme}: results block {'updated' if new != text else 'unchanged'}")
-        else:
-            print(table)
-    except ReportError as e:
-        print(f"advgen report: error: {e}", file=sys.stderr)
-        return 2
+    found = load_all(find_reports(args.reports))
+    table = build_table(found["rows"], found["manifests"], found["benches"])
+    if args.readme:
+        readme = Path(args.readme)
+        if not readme.is_file():
+            raise ReportError(f"{readme}: no such file")
+        text = readme.read_text()
+        new = replace_block(text, table, str(readme))
+        if new != text:
+            readme.write_text(new)
+        print(f"advgen report: {readme}: results block {'updated' if new != text else 'unchanged'}")
+    else:
+        print(table)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from advgen.cli import run
+
+    sys.exit(run("report", main))

@@ -36,7 +36,6 @@ import sys
 if __package__ in (None, ""):   # run as a script (accelerate launch advgen/reproduce.py): make `advgen` importable
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import argparse
 import dataclasses
 import datetime
 import hashlib
@@ -46,8 +45,12 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from advgen.recipe import (PIPELINE_DATASETS, GenerateRecipe, RecipeError, ReproduceRecipe, TrainRecipe, load_recipe,
-                           non_default, parse_override, to_dict)
+from advgen.cli import parser, run
+from advgen.errors import PipelineError, RecipeError
+from advgen.recipe import (PIPELINE_DATASETS, TARGETS_OF, GenerateRecipe, ReproduceRecipe, TrainRecipe, VerifyRecipe,
+                           load_recipe, non_default, parse_override, to_dict)
+from advgen.report import pipeline_markdown, write_pipeline_report
+from advgen.writers.layout import MANIFEST, manifest_sha256, write_json
 
 MODEL_STAGES = ("standard_model", "robust_model")
 SOURCE_MODEL = {"d_robust": "robust_model", "d_nonrobust": "standard_model", "d_rand": "standard_model",
@@ -56,10 +59,6 @@ BASELINES = ("baseline_std", "baseline_adv")
 STAGES = (*MODEL_STAGES, *PIPELINE_DATASETS, "verify")
 TITLES = {"baseline_std": "Std training on D", "baseline_adv": "Adv training on D", "d_robust": "D̂R",
           "d_nonrobust": "D̂NR", "d_rand": "D̂rand", "d_det": "D̂det"}
-
-
-class PipelineError(ValueError):
-    """A pipeline that cannot run as configured; one line naming the stage and the fix."""
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -135,16 +134,13 @@ class Pipeline:
                                 f"name a {name} generation recipe")
         return r
 
-    def verify_recipe(self):
-        from advgen.verify import VerifyRecipe, _resolve_entry_paths
-
+    def verify_recipe(self) -> VerifyRecipe:
         # each set's entry, and entries named `<set>_<anything>` (e.g. d_det_npy: the float copies, d_det_leak: a
         # leakage probe) that train on the same output
         raw = self._load("verify", VerifyRecipe, [])
         links = [f"datasets.{name}.path={self.output(s)}" for name in raw.datasets
                  if (s := set_of_entry(name)) is not None and raw.datasets[name].kind == "generated"]
         r = self._load("verify", VerifyRecipe, [*links, f"report_dir={self.dir / 'verify'}"])
-        r = _resolve_entry_paths(r, Path(self.ref("verify").recipe).parent)
         kinds = {n: e.kind for n, e in r.datasets.items()}
         want = {**{n: "generated" for n in PIPELINE_DATASETS}, "baseline_std": "baseline_std",
                 "baseline_adv": "baseline_adv"}
@@ -186,8 +182,20 @@ def load_pipeline(path, overrides=()) -> Pipeline:
 def stage_key(p: "Pipeline", recipe_obj, upstream: dict) -> str:
     """sha256 of the resolved stage recipe (its non-default fields) and the hashes of its upstream artefacts.
     Paths under the pipeline's dir count relative to it, so a moved or copied run dir keeps its finished stages."""
-    blob = json.dumps({"recipe": non_default(recipe_obj), "upstream": upstream}, sort_keys=True, default=str)
+    blob = json.dumps({"recipe": _key_fields(recipe_obj), "upstream": upstream}, sort_keys=True, default=str)
     return hashlib.sha256(blob.replace(str(p.dir), "<dir>").encode()).hexdigest()
+
+
+def _key_fields(recipe_obj) -> dict:
+    """non_default(recipe). A generation recipe also names its attack's kind and target rule where the schema before
+    `dataset` implied them did (kind 'inversion', targets 'rand'), so stages finished then keep their keys."""
+    fields = non_default(recipe_obj)
+    if isinstance(recipe_obj, GenerateRecipe):
+        implied = {"kind": "inversion"} if recipe_obj.targets is None else (
+            {"targets": "rand"} if TARGETS_OF[recipe_obj.dataset] == "rand" else {})
+        if implied:
+            fields["attack"] = {**fields.get("attack", {}), **implied}
+    return fields
 
 
 def rel(p: "Pipeline", path) -> str:
@@ -208,11 +216,7 @@ def read_record(p: Pipeline, stage: str) -> Optional[dict]:
 
 
 def write_record(p: Pipeline, stage: str, rec: dict) -> None:
-    f = record_path(p, stage)
-    f.parent.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_name(f.name + ".tmp")
-    tmp.write_text(json.dumps(rec, indent=2, default=str))
-    tmp.replace(f)
+    write_json(record_path(p, stage), json.loads(json.dumps(rec, default=str)))
 
 
 def _cpu_seconds() -> float:
@@ -264,8 +268,9 @@ class Stage:
 # ------------------------------------------------------------------------------------------------------------------
 
 def run_model_stage(p: Pipeline, state, stage: str) -> dict:
-    from advgen.models.checkpoint import read_meta, sha256_file
+    from advgen.models.checkpoint import read_meta
     from advgen.models.train import train_model
+    from advgen.writers.layout import sha256_file
 
     recipe = p.train_recipe(stage)
     ckpt = p.checkpoint(stage)
@@ -289,13 +294,13 @@ def run_generate_stage(p: Pipeline, state, name: str, model_rec: dict) -> dict:
     out = p.output(name)
 
     def finished(rec):
-        return (out / "manifest.json").is_file() and json.loads((out / "manifest.json").read_text())[
+        return (out / MANIFEST).is_file() and json.loads((out / MANIFEST).read_text())[
             "checkpoint"]["sha256"] == model_rec["outputs"]["sha256"]
 
     def work(stale):
         generate(recipe, overwrite=stale and out.exists())
-        m = json.loads((out / "manifest.json").read_text())
-        return {"dir": rel(p, out), "manifest_sha256": hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest(),
+        m = json.loads((out / MANIFEST).read_text())
+        return {"dir": rel(p, out), "manifest_sha256": manifest_sha256(out),
                 "count": m["count"], "stats": m["stats"], "seconds": m["seconds"], "speed": m.get("speed")}
 
     key = stage_key(p, recipe, {SOURCE_MODEL[name]: model_rec["outputs"]["sha256"]})
@@ -355,12 +360,6 @@ def _yaml(obj) -> str:
 # The report
 # ------------------------------------------------------------------------------------------------------------------
 
-def pct(v, spread=None) -> str:
-    from advgen.report import pct as _pct
-
-    return _pct(v, spread)
-
-
 def source_model_rows(recs: dict) -> list[dict]:
     rows = []
     for stage in MODEL_STAGES:
@@ -403,6 +402,8 @@ def stage_rows(recs: dict) -> list[dict]:
 
 
 def write_report(p: Pipeline, recs: dict, seconds: float) -> dict:
+    """Table 1 / Figure 2b and what made it, from the stage records and the verification report; written by
+    advgen.report.write_pipeline_report."""
     vrep = json.loads((p.dir / recs["verify"]["outputs"]["report"]).read_text())
     by = {r["dataset"]: r for r in vrep["results"]}
     order = [n for n in (*BASELINES, *PIPELINE_DATASETS) if n in by] + [
@@ -425,85 +426,9 @@ def write_report(p: Pipeline, recs: dict, seconds: float) -> dict:
         "seconds_this_run": round(seconds, 1),
         "figures": {k: f"verify/{v}" for k, v in vrep.get("figures", {}).items()},
     }
-    stage_chart(report, p.dir / "stage_times.png")
-    report["figures"]["stage_times"] = "stage_times.png"
-    (p.dir / "report.json").write_text(json.dumps(report, indent=2))
-    (p.dir / "report.md").write_text(report_markdown(report))
+    write_pipeline_report(report, p.dir)
     print(f"{p.recipe.name}: report -> {p.dir / 'report.md'}")
     return report
-
-
-def report_markdown(r: dict) -> str:
-    ev = r["eval"]
-    lines = [f"# {r['name']}: Table 1 / Figure 2b", "",
-             f"Every model below is {r['model']['name']}, trained from scratch on the set in the first column and tested "
-             f"on {r['num_test']} images of the original test split. Robust accuracy: untargeted {ev['norm']} PGD, "
-             f"ε {ev['eps']:g}, {ev['steps']} steps of {ev['step_size']:.4g}. Mean ± std over seeds. Paper: CIFAR-10, "
-             "ResNet-50 (Table 1, Figure 2b; PAPER_NOTES).", "",
-             "| training set | std acc | robust acc | paper std | paper robust | in expected range | seeds |",
-             "|---|---|---|---|---|---|---|"]
-    for t in r["table1"]:
-        lines.append(f"| {t['title']} | {pct(t['std_acc'], t['std_acc_std'])} | {pct(t['robust_acc'], t['robust_acc_std'])}"
-                     f" | {pct(t['paper_std_acc'])} | {pct(t['paper_robust_acc'])} | {'yes' if t['passed'] else '**no**'}"
-                     f" | {len(t['seeds'])} |")
-    lines += ["", "Claims (checked on the means; gap in points, spread = the seeds' std):", "",
-              "| claim | left | right | gap | holds |", "|---|---|---|---|---|"]
-    for c in r["claims"]:
-        lines.append(f"| `{c['claim']}` | {pct(c['left'], c['left_std'])} | {pct(c['right'], c['right_std'])} | "
-                     f"{100 * c['gap']:+.1f} | {'yes' if c['holds'] else '**NO**'} |")
-    lines += ["", "Source models (on the same test images):", "",
-              "| model | clean | robust (eval ε) | other radii | train + eval s |", "|---|---|---|---|---|"]
-    for m in r["source_models"]:
-        other = ", ".join(f"{pct(v)} at ε {e}" for e, v in m["robust_at"].items()) or "—"
-        rob = f"{pct(m['robust'])} at ε {m['robust_eps']:g}" if m["robust"] is not None else "—"
-        lines.append(f"| {m['model']} | {pct(m['clean'])} | {rob} | {other} | {m['seconds'] or 0:.0f} |")
-    lines += ["", f"Generated sets (targeted success must reach {pct(r['min_success'])}):", "",
-              "| set | samples | targeted success | mean ‖δ‖₂ | feature distance (start → end) | ‖x_r − x‖₂ | attack s |",
-              "|---|---|---|---|---|---|---|"]
-    for g in r["generation"]:
-        succ = "—" if g["success"] is None else pct(g["success"]) + ("" if g["passed"] else " **below**")
-        dist = "—" if g["rel_dist_init"] is None else f"{g['rel_dist_init']:.3f} → {g['rel_dist_final']:.4f}"
-        l2 = "—" if g["l2"] is None else f"{g['l2']:.3f}"
-        l2s = "—" if g["l2_to_source"] is None else f"{g['l2_to_source']:.2f}"
-        lines.append(f"| {g['title']} | {g['count']:,} | {succ} | {l2} | {dist} | {l2s} | {g['attack_seconds']:.0f} |")
-    lines += ["", "Stages (wall seconds of the run that made each; CPU seconds of rank 0, load aside):", "",
-              "| stage | wall s | CPU s | processes | finished |", "|---|---|---|---|---|"]
-    for s in r["stages"]:
-        lines.append(f"| {s['stage']} | {s['seconds'] or 0:.0f} | {s['cpu_seconds_rank0'] or 0:.0f} | "
-                     f"{s['world_size']} | {s['finished']} |")
-    lines += [f"| **all stages** | **{r['seconds_stages']:.0f}** | | | |", ""]
-    for key, caption in (("accuracy", "Figure 2b: standard and robust accuracy per training set, ours beside the paper"),
-                         ("figure2a", "Figure 2a: the same source images in D, D̂R and D̂NR"),
-                         ("robustness", "Accuracy against the attack radius ε"),
-                         ("stage_times", "Time per stage")):
-        if key in r["figures"]:
-            lines += [f"![{caption}]({r['figures'][key]})", ""]
-    lines.append(f"Overall: {'PASSED' if r['passed'] else 'NOT PASSED'} (claims, expected ranges and targeted success).")
-    return "\n".join(lines) + "\n"
-
-
-def stage_chart(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = report["stages"]
-    fig, ax = plt.subplots(figsize=(6.5, 3.2))
-    y = range(len(rows))
-    ax.barh(list(y), [(r["seconds"] or 0) / 60 for r in rows], color="#1f77b4", label="wall")
-    ax.barh(list(y), [(r["cpu_seconds_rank0"] or 0) / 60 / 2 for r in rows], height=0.3, color="#ff7f0e",
-            label="CPU of rank 0 ÷ 2 cores")
-    ax.set_yticks(list(y))
-    ax.set_yticklabels([r["stage"] for r in rows], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("minutes")
-    ax.set_title(f"{report['name']}: {report['seconds_stages'] / 60:.1f} min in all stages", fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -579,21 +504,19 @@ def plan(p: Pipeline, device: str) -> dict:
         f = fwd[SOURCE_MODEL[name]]
         rows.append({"stage": name, "images": n, "forward_mflop": f / 1e6,
                      "flops": n * (2 * f * r.attack.steps + 3 * f),
-                     "what": f"{r.attack.kind} {r.attack.steps} steps"})
+                     "what": f"{'pgd' if r.targets else 'inversion'} {r.attack.steps} steps"})
     v = p.verify_recipe()
-    from advgen.verify import entry_seeds, entry_train_config
-
     n_src, shape, classes = split_size(v.source, v.source.split)
     n_test, _, _ = split_size(v.source, v.source.test_split)
     fv = forward_flops(v.model, shape, classes)
     total_v = 0.0
     for name, e in v.datasets.items():
         n = n_src if e.kind != "generated" else next(x["images"] for x in rows if x["stage"] == set_of_entry(name))
-        cfg = entry_train_config(v, e)
-        total_v += len(entry_seeds(v, e)) * (train_flops(fv, n, cfg) + eval_flops(fv, n_test, v.eval.steps,
+        cfg = v.train_config(e)
+        total_v += len(v.seeds_of(e)) * (train_flops(fv, n, cfg) + eval_flops(fv, n_test, v.eval.steps,
                                                                         1 + len(v.eval.extra_eps)))
     rows.append({"stage": "verify", "images": n_src, "forward_mflop": fv / 1e6, "flops": total_v,
-                 "what": f"{len(v.datasets)} sets, {sum(len(entry_seeds(v, e)) for e in v.datasets.values())} models, "
+                 "what": f"{len(v.datasets)} sets, {sum(len(v.seeds_of(e)) for e in v.datasets.values())} models, "
                          f"{arch_name(v.model)}"})
     tflops = p.recipe.plan_tflops.get(device)
     if tflops is None:
@@ -632,36 +555,29 @@ def _dur(s: float) -> str:
 # ------------------------------------------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
-    from advgen.models.checkpoint import CheckpointError
-    from advgen.verify import DatasetError
-
-    ap = argparse.ArgumentParser(prog="advgen reproduce", description="Table 1 / Figure 2b in one command.")
+    ap = parser("advgen reproduce", description="Table 1 / Figure 2b in one command.")
     ap.add_argument("recipe", help="pipeline recipe (recipes/reproduce_{cpu,fast,paper}.yaml)")
     ap.add_argument("overrides", nargs="*", help="STAGE.KEY=VALUE for one stage, KEY=VALUE for every stage")
     ap.add_argument("--plan", action="store_true", help="print FLOPs and implied time per stage; run nothing")
     ap.add_argument("--device", choices=("cuda", "cpu"), default=None, help="with --plan: the device to price")
     ap.add_argument("--out", help="with --plan: also write the plan as JSON here")
     args = ap.parse_intermixed_args(argv)
-    try:
-        p = load_pipeline(args.recipe, args.overrides)
-        if args.plan:
-            import torch
+    p = load_pipeline(args.recipe, args.overrides)
+    if args.plan:
+        import torch
 
-            pl = plan(p, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-            print(plan_table(pl))
-            if args.out:
-                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.out).write_text(json.dumps(pl, indent=2))
-            return 0
-        report = reproduce(p)
-    except (RecipeError, CheckpointError, DatasetError, PipelineError) as e:
-        print(f"advgen reproduce: error: {e}", file=sys.stderr)
-        return 2
+        pl = plan(p, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        print(plan_table(pl))
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(pl, indent=2))
+        return 0
+    report = reproduce(p)
     if report is None:
         return 0
-    print(report_markdown(report))
+    print(pipeline_markdown(report))
     return 0 if report["passed"] else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run("reproduce", main))

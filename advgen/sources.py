@@ -107,7 +107,7 @@ def split_limit(cfg: SourceConfig, split: str) -> Optional[int]:
     return cfg.limit
 
 
-def _to_chw(arr: np.ndarray) -> np.ndarray:
+def to_chw(arr: np.ndarray) -> np.ndarray:
     if arr.ndim == 3:           # N, H, W -> grey
         arr = arr[:, None]
     elif arr.ndim == 4 and arr.shape[-1] in (1, 3, 4):
@@ -144,7 +144,7 @@ def _load_hf(cfg: SourceConfig, split: str) -> Source:
     for start in range(0, len(ds), 5000):
         batch = fmt[start:start + 5000][cfg.image_column]
         if isinstance(batch, np.ndarray) and batch.dtype != object:
-            images.append(_to_chw(batch))
+            images.append(to_chw(batch))
         else:  # images of different sizes or modes come back as an object array
             raise RecipeError(f"source: images in {cfg.path!r} differ in size or mode; resize them first "
                               "or use kind 'imagefolder' with image_size")

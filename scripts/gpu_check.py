@@ -144,7 +144,7 @@ def step_determinism(out: Path) -> dict:
              "train": {"epochs": 1, "batch_size": 128, "milestones": []},
              "checkpoint": str(work / "model.safetensors")}
     gen = {"name": "gpu_det", "dataset": "d_det", "source": train["source"], "model": {"checkpoint": train["checkpoint"]},
-           "attack": {"kind": "pgd", "eps": 0.5, "step_size": 0.1, "steps": 20, "targets": "det"},
+           "attack": {"eps": 0.5, "step_size": 0.1, "steps": 20},
            "output": {"dir": "", "shard_size": 128}, "batch_size": 64, "seed": 0}
     import yaml
 
@@ -184,7 +184,7 @@ def step_bench(out: Path) -> dict:
 
     import torch
 
-    from advgen.attacks.fast import prepare
+    from advgen.models.fast import prepare
     from advgen.attacks.pgd import targeted_pgd
     from advgen.models.nets import CIFAR_MEAN, CIFAR_STD, build_classifier
 
@@ -213,7 +213,7 @@ def step_bench(out: Path) -> dict:
 def step_precision(out: Path) -> dict:
     import torch
 
-    from advgen.attacks.fast import prepare
+    from advgen.models.fast import prepare
     from advgen.attacks.inversion import invert, relative_distance
     from advgen.attacks.pgd import targeted_pgd
     from advgen.models.checkpoint import freeze
@@ -259,7 +259,7 @@ def step_precision(out: Path) -> dict:
 def step_oom(out: Path) -> dict:
     import torch
 
-    from advgen.attacks.fast import auto_batch_size, prepare
+    from advgen.models.fast import auto_batch_size, prepare
     from advgen.attacks.pgd import targeted_pgd
     from advgen.models.nets import CIFAR_MEAN, CIFAR_STD, build_classifier
 

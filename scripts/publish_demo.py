@@ -1,4 +1,4 @@
-"""Publish outputs to the loopback Hub of the tests (tests/hubserver.py) and load every config back: the
+"""Publish outputs to the loopback Hub of the tests (tests/support/hubserver.py) and load every config back: the
 figures of the publishing step (time, sizes, the card's first screen) without a real Hub.
 
     python scripts/publish_demo.py runs/digits_robust runs/digits_nonrobust runs/digits_rand runs/digits_det \
@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.conftest_hub import configure_hub_environment  # noqa: E402  (sets HF_ENDPOINT before any HF import)
+from tests.support.conftest_hub import configure_hub_environment  # noqa: E402  (sets HF_ENDPOINT before any HF import)
 
 port, _ = configure_hub_environment()
-from tests.hubserver import HubServer  # noqa: E402
+from tests.support.hubserver import HubServer  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

@@ -1,7 +1,7 @@
 """Shared fixtures. The Hub plugin comes first: it sets HF_ENDPOINT & co. before anything imports
 huggingface_hub or datasets (they read those variables once, at import)."""
 
-pytest_plugins = ["tests.conftest_hub"]
+pytest_plugins = ["tests.support.conftest_hub"]
 
 import os  # noqa: E402
 import subprocess  # noqa: E402
@@ -12,8 +12,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 # One intra-op thread in the test process: on 2 shared cores, torch's 2 threads thrash (measured:
-# a 5 s training fixture took 88 s under load). Subprocesses (accelerate launch) keep their defaults.
+# a 5 s training fixture took 88 s under load). advgen's commands run in-process read OMP_NUM_THREADS (and keep
+# to one thread too); run() passes it to subprocesses; no progress bars in the test log.
 torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["TQDM_DISABLE"] = "1"
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -54,6 +57,19 @@ def write_yaml(path: Path, data: dict) -> Path:
     return path
 
 
+def make_det_set(d: Path, model: Path, limit: int, shard_size: int, npy: bool = False) -> Path:
+    """D̂det of the first `limit` digits (3 PGD steps of 0.5, eps 1.5, against `model`), made by the real
+    `advgen generate` under `d`; returns the output dir."""
+    recipe = write_yaml(d / "gen.yaml", {
+        "name": "t_det", "dataset": "d_det", "source": {"kind": "digits", "limit": limit},
+        "model": {"checkpoint": str(model)},
+        "attack": {"norm": "l2", "eps": 1.5, "step_size": 0.5, "steps": 3},
+        "output": {"dir": str(d / "out"), "shard_size": shard_size, "npy": npy}, "batch_size": shard_size,
+        "seed": 0})
+    advgen("generate", recipe)
+    return d / "out"
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A small CNN trained on digits for a few epochs (~5 s): the source model of attack/generate tests."""
@@ -78,7 +94,7 @@ def gen_recipe(tmp_path, tiny_model):
     def make(**over):
         data = {"name": "t_det", "dataset": "d_det", "source": {"kind": "digits", "limit": 120},
                 "model": {"checkpoint": str(tiny_model)},
-                "attack": {"kind": "pgd", "norm": "l2", "eps": 1.5, "step_size": 0.3, "steps": 10, "targets": "det"},
+                "attack": {"norm": "l2", "eps": 1.5, "step_size": 0.3, "steps": 10},
                 "output": {"dir": str(tmp_path / "out"), "shard_size": 32, "npy": True},
                 "batch_size": 16, "seed": 3}
         for k, v in over.items():

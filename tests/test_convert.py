@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from advgen.models import CheckpointError, load_checkpoint, save_checkpoint, sha256_file
+from advgen.cli import main as cli_main
+from advgen.models import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from advgen.models.convert import load_torch_checkpoint
-from advgen.models.convert import main as convert_main
+from advgen.writers.layout import sha256_file
 from advgen.models.nets import CIFAR_MEAN, CIFAR_STD, Bottleneck, build_classifier
 
 REPO = Path(__file__).resolve().parent.parent
@@ -105,7 +106,7 @@ def assert_same(loaded, ref, images):
 
 def test_robustness_resnet50(resnet50, images):
     ref, path = resnet50
-    model = load_checkpoint(path)   # suffix .best, as the library writes it; arch inferred
+    model = load_model(path)   # suffix .best, as the library writes it; arch inferred
     assert_same(model, ref, images)
     blocks = model.model.layer1[0], [len(getattr(model.model, f"layer{i}")) for i in range(1, 5)]
     assert isinstance(blocks[0], Bottleneck) and blocks[1] == [3, 4, 6, 3]
@@ -122,9 +123,9 @@ def test_robustness_resnet18_inferred_and_arch_mismatch(resnet18, images):
     assert (meta["source_format"], meta["epoch"], meta["normalization_from"]) == ("robustness", 151, "checkpoint")
     assert_same(model, ref, images)
     with pytest.raises(CheckpointError, match="holds resnet18 weights, not the requested arch 'resnet50'"):
-        load_checkpoint(path, arch="resnet50")
+        load_model(path, arch="resnet50")
     with pytest.raises(CheckpointError, match="unknown arch"):
-        load_checkpoint(path, arch="resnet34")
+        load_model(path, arch="resnet34")
 
 
 def test_older_state_dict_key_saved_with_dill(tmp_path, images):
@@ -143,7 +144,7 @@ def test_differing_attacker_copy_warns(tmp_path, images):
     state["module.attacker.model.linear.bias"] = state["module.attacker.model.linear.bias"] + 1
     torch.save({"model": state, "epoch": 3}, tmp_path / "x.pt")
     with pytest.warns(UserWarning, match="attacker.model"):
-        model = load_checkpoint(tmp_path / "x.pt")
+        model = load_model(tmp_path / "x.pt")
     assert_same(model, ref, images)   # module.model.* is the one used
 
 
@@ -209,7 +210,7 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path, container):
     else:
         path.write_bytes(pickle.dumps({"model": Evil(marker)}, protocol=4))
     with pytest.raises(CheckpointError, match=r"refuses to unpickle.*convert it in a trusted environment") as e:
-        load_checkpoint(path)
+        load_model(path)
     assert "\n" not in str(e.value)
     assert not marker.exists()
     # the payload is live: an unsafe load really would have created the file
@@ -226,16 +227,16 @@ def test_corrupt_and_unknown_files(tmp_path, resnet18):
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
         with pytest.raises(CheckpointError) as e:
-            load_checkpoint(tmp_path / name)
+            load_model(tmp_path / name)
         assert name in str(e.value) and "\n" not in str(e.value), str(e.value)
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
-        load_checkpoint(tmp_path / "trunc.pt")
+        load_model(tmp_path / "trunc.pt")
     torch.save({"weights": [torch.zeros(2)]}, tmp_path / "odd.pt")
     with pytest.raises(CheckpointError, match="holds no state dict"):
-        load_checkpoint(tmp_path / "odd.pt")
+        load_model(tmp_path / "odd.pt")
     torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other_net.pt")
     with pytest.raises(CheckpointError, match="cannot infer the architecture"):
-        load_checkpoint(tmp_path / "other_net.pt")
+        load_model(tmp_path / "other_net.pt")
 
 
 def test_safetensors_path_unchanged(tmp_path, images):
@@ -244,8 +245,12 @@ def test_safetensors_path_unchanged(tmp_path, images):
             "mean": list(MEAN), "std": list(STD)}
     save_checkpoint(ref, tmp_path / "m.safetensors", meta)
     assert_same(load_checkpoint(tmp_path / "m.safetensors", device="cpu"), ref, images)
+    assert_same(load_model(tmp_path / "m.safetensors", device="cpu"), ref, images)
     with pytest.raises(CheckpointError, match="holds small_cnn weights"):
-        load_checkpoint(tmp_path / "m.safetensors", arch="resnet18")
+        load_model(tmp_path / "m.safetensors", arch="resnet18")
+    torch.save(ref.state_dict(), tmp_path / "m.pt")       # ours only: a torch file is load_model's (or convert's)
+    with pytest.raises(CheckpointError, match=r"is not \.safetensors; a PyTorch file is read by advgen\.models\.load_model"):
+        load_checkpoint(tmp_path / "m.pt")
 
 
 def advgen(*args) -> subprocess.Popen:
@@ -269,7 +274,7 @@ def test_cli_convert_checkpoint(tmp_path, resnet18, images):
     assert meta["converted_from"] == {"name": src.name, "sha256": sha256_file(src)}
     assert (meta["source_format"], meta["arch"], meta["epoch"], meta["metrics"]) == ("robustness", "resnet18", 151, {})
     assert meta["mean"] == list(ref.normalize.mean.flatten().tolist()) and meta["sha256"] == sha256_file(dst)
-    assert_same(load_checkpoint(dst), ref, images)
+    assert_same(load_model(dst), ref, images)
 
     assert bad.returncode == 2 and "Traceback" not in bad_err, bad_err
     assert bad_err.startswith("advgen convert-checkpoint: error: ") and len(bad_err.strip().splitlines()) == 1
@@ -288,10 +293,7 @@ def test_main_errors_are_one_line(tmp_path, resnet18, capsys):
                  (src, tmp_path / "b.pt"),
                  (src, tmp_path / "b.safetensors", "--arch", "vgg"),      # argparse error: one line too
                  (src, tmp_path / "b.safetensors", "--mean", "0.5")]:
-        try:
-            rc = convert_main([str(a) for a in args])
-        except SystemExit as e:
-            rc = e.code
+        rc = cli_main(["convert-checkpoint", *map(str, args)])
         err = capsys.readouterr().err
         assert rc == 2, (args, err)
         assert err.startswith("advgen convert-checkpoint: error: ") and len(err.strip().splitlines()) == 1, err
@@ -301,20 +303,20 @@ def test_main_errors_are_one_line(tmp_path, resnet18, capsys):
 def test_main_own_checkpoint_and_bare_net_warning(tmp_path, images, capsys):
     ref = random_classifier("small_cnn", mean=CIFAR_MEAN, std=CIFAR_STD, width=4, feature_dim=8)
     torch.save(ref.model.state_dict(), tmp_path / "bare.pt")
-    assert convert_main([str(tmp_path / "bare.pt"), str(tmp_path / "bare.safetensors")]) == 0
+    assert cli_main(["convert-checkpoint", str(tmp_path / "bare.pt"), str(tmp_path / "bare.safetensors")]) == 0
     err = capsys.readouterr().err.strip()
     assert err.startswith("advgen convert-checkpoint: warning: ") and "CIFAR-10" in err and len(err.splitlines()) == 1
     meta = json.loads((tmp_path / "bare.json").read_text())
     assert (meta["source_format"], meta["layout"], meta["normalization_from"]) == ("state_dict", "bare", "default")
     assert "epoch" not in meta
-    assert_same(load_checkpoint(tmp_path / "bare.safetensors"), ref, images)
+    assert_same(load_model(tmp_path / "bare.safetensors"), ref, images)
 
     # our own checkpoint as SRC: re-saved with its meta, marked "advgen"
-    assert convert_main([str(tmp_path / "bare.safetensors"), str(tmp_path / "again.safetensors"),
+    assert cli_main(["convert-checkpoint", str(tmp_path / "bare.safetensors"), str(tmp_path / "again.safetensors"),
                          "--arch", "small_cnn"]) == 0
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["source_format"] == "advgen" and again["converted_from"]["name"] == "bare.safetensors"
-    assert_same(load_checkpoint(tmp_path / "again.safetensors"), ref, images)
+    assert_same(load_model(tmp_path / "again.safetensors"), ref, images)
 
 
 def test_generate_from_a_pytorch_checkpoint_converts_it_once(tmp_path, tiny_model, monkeypatch):
@@ -325,14 +327,14 @@ def test_generate_from_a_pytorch_checkpoint_converts_it_once(tmp_path, tiny_mode
     from tests.conftest import write_yaml
 
     monkeypatch.chdir(tmp_path)                      # cache/converted/ lands here
-    model = load_checkpoint(tiny_model)
+    model = load_model(tiny_model)
     torch.save({"model": model.state_dict(), "epoch": 5}, tmp_path / "digits.pt")
 
     def recipe(ckpt, out):
         return load_recipe(write_yaml(tmp_path / f"{out}.yaml", {
             "name": "pt", "dataset": "d_det", "source": {"kind": "digits", "limit": 24},
             "model": {"checkpoint": str(ckpt)},
-            "attack": {"kind": "pgd", "norm": "l2", "eps": 1.0, "step_size": 0.5, "steps": 2, "targets": "det"},
+            "attack": {"norm": "l2", "eps": 1.0, "step_size": 0.5, "steps": 2},
             "output": {"dir": str(tmp_path / out)}, "batch_size": 12, "seed": 0}), GenerateRecipe)
 
     out = generate(recipe(tmp_path / "digits.pt", "from_pt"))

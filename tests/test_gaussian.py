@@ -259,8 +259,10 @@ def test_cli_writes_json_and_figure(cli_run):
     (["--dim", "3"], "the following arguments are required: --out"),
 ])
 def test_bad_arguments_exit_2_with_one_line(args, message, capsys, tmp_path, monkeypatch):
+    from advgen.cli import main
+
     monkeypatch.chdir(tmp_path)
-    assert G.main(args) == 2
+    assert main(["gaussian", *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("advgen gaussian: error:") and message in err
     assert not (tmp_path / "x").exists()

@@ -11,7 +11,7 @@ from advgen.attacks.inversion import draw_x0, invert, relative_distance
 from advgen.models import load_checkpoint
 from advgen.recipe import SourceConfig
 from advgen.sources import load_source
-from tests.conftest import advgen, write_yaml
+from tests.conftest import write_yaml
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +62,16 @@ def test_x0_is_another_image_drawn_independently_of_the_label():
 
 
 def test_generate_inversion_writes_provenance(tmp_path, tiny_model):
+    from advgen.generate import generate
+    from advgen.recipe import GenerateRecipe, load_recipe
+
     out = tmp_path / "inv"
     recipe = write_yaml(tmp_path / "inv.yaml", {
         "name": "t_inv", "dataset": "d_robust", "source": {"kind": "digits", "limit": 40},
         "model": {"checkpoint": str(tiny_model)},
-        "attack": {"kind": "inversion", "step_size": 0.05, "steps": 30, "x0": "train"},
+        "attack": {"step_size": 0.05, "steps": 30, "x0": "train"},
         "output": {"dir": str(out), "shard_size": 16}, "batch_size": 8, "seed": 1})
-    advgen("generate", recipe)
+    generate(load_recipe(recipe, GenerateRecipe))
     m = json.loads((out / "manifest.json").read_text())
     assert m["count"] == 40 and m["stats"]["mean_rel_dist_final"] < m["stats"]["mean_rel_dist_init"]
     from datasets import load_dataset
@@ -79,7 +82,7 @@ def test_generate_inversion_writes_provenance(tmp_path, tiny_model):
     assert set(ds.column_names) >= {"x0_index", "rel_dist_init", "rel_dist_final", "l2_to_source", "loss"}
 
     out2 = tmp_path / "noise"
-    advgen("generate", recipe, f"output.dir={out2}", "attack.x0=noise", "source.limit=16")
+    generate(load_recipe(recipe, GenerateRecipe, [f"output.dir={out2}", "attack.x0=noise", "source.limit=16"]))
     ds2 = load_dataset(str(out2), split="train")
     assert set(ds2["x0_index"]) == {"noise"}
 

@@ -29,7 +29,7 @@ def test_wheel_carries_the_card_template_and_renders_outside_the_repo(tmp_path, 
     recipe = write_yaml(tmp_path / "gen.yaml", {
         "name": "pkg_det", "dataset": "d_det", "source": {"kind": "digits", "limit": 8},
         "model": {"checkpoint": str(tiny_model)},
-        "attack": {"kind": "pgd", "norm": "l2", "eps": 1.0, "step_size": 0.5, "steps": 1, "targets": "det"},
+        "attack": {"norm": "l2", "eps": 1.0, "step_size": 0.5, "steps": 1},
         "output": {"dir": str(tmp_path / "out")}, "batch_size": 8, "seed": 0})
     out = generate(load_recipe(recipe, GenerateRecipe))
     env = {**os.environ, "PYTHONPATH": str(site)}    # the installed copy only: no repo on the path

@@ -1,4 +1,4 @@
-"""`advgen card` and `advgen publish` end to end against the local Hub (tests/hubserver.py), with the real
+"""`advgen card` and `advgen publish` end to end against the local Hub (tests/support/hubserver.py), with the real
 huggingface_hub and datasets clients: four tiny digits configs (40 images, 3 steps, shards of 16) are generated once
 per module, published, loaded back (parquet, streamed parquet, WebDataset) and compared pixel by pixel with the
 local files; re-publishing makes no commit; broken outputs, a wrong token and an unknown branch are one-line errors
@@ -7,6 +7,7 @@ that upload nothing; the token is found nowhere but in the Authorization header.
 Cost on 2 CPU cores: ~40 s (generation ~10 s, three `advgen publish` subprocesses, the rest in-process).
 """
 
+import hashlib
 import io
 import json
 import os
@@ -18,10 +19,9 @@ import pytest
 
 from tests.conftest import advgen, write_yaml
 
-PGD = {"kind": "pgd", "norm": "l2", "eps": 1.5, "step_size": 0.3, "steps": 3}
-INVERSION = {"kind": "inversion", "step_size": 0.05, "steps": 3, "x0": "train"}
-ATTACKS = {"d_det": {**PGD, "targets": "det"}, "d_rand": {**PGD, "targets": "rand"},
-           "d_robust": INVERSION, "d_nonrobust": INVERSION}
+PGD = {"norm": "l2", "eps": 1.5, "step_size": 0.3, "steps": 3}
+INVERSION = {"step_size": 0.05, "steps": 3, "x0": "train"}
+ATTACKS = {"d_det": PGD, "d_rand": PGD, "d_robust": INVERSION, "d_nonrobust": INVERSION}   # the dataset picks the kind
 TWO, FOUR = ("d_det", "d_rand"), ("d_det", "d_rand", "d_robust", "d_nonrobust")
 
 CAPTURED = []      # every stdout/stderr of the publishes and cards here, scanned for the token at the end
@@ -33,7 +33,7 @@ CAPTURED = []      # every stdout/stderr of the publishes and cards here, scanne
 
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory, tiny_model):
-    """{config: output dir, or the exception its generation raised} (in-process generation, ~2 s per config)."""
+    """{config: output dir} (in-process generation, ~2 s per config)."""
     from advgen.generate import generate
     from advgen.recipe import GenerateRecipe, load_recipe
 
@@ -44,22 +44,16 @@ def outputs(tmp_path_factory, tiny_model):
             "name": f"tiny_{name}", "dataset": name, "source": {"kind": "digits", "limit": 40},
             "model": {"checkpoint": str(tiny_model)}, "attack": ATTACKS[name],
             "output": {"dir": str(d / name), "shard_size": 16, "npy": True}, "batch_size": 16, "seed": 1})
-        try:
-            outs[name] = generate(load_recipe(recipe, GenerateRecipe))
-        except Exception as e:          # inversion may not be there yet: the four-config test reports it
-            outs[name] = e
+        outs[name] = generate(load_recipe(recipe, GenerateRecipe))
     return outs
 
 
 def need(outputs, names) -> list[Path]:
-    for n in names:
-        if isinstance(outputs[n], Exception):
-            pytest.fail(f"generating {n} failed, so it cannot be published: {outputs[n]!r}")
     return [outputs[n] for n in names]
 
 
 def publish_cli(*args, token=None, check=True):
-    """`advgen publish` as a real process; HF_ENDPOINT comes from the environment conftest_hub set."""
+    """`advgen publish` as a real process; HF_ENDPOINT comes from the environment tests/support/conftest_hub.py set."""
     env = {"HF_TOKEN": token} if token else {}
     p = advgen("publish", *map(str, args), env=env, check=check, timeout=300)
     CAPTURED.append(p.stdout + p.stderr)
@@ -68,9 +62,9 @@ def publish_cli(*args, token=None, check=True):
 
 def publish_main(capsys, *args):
     """`advgen publish` in-process (same code path as the console script, without the interpreter start-up)."""
-    from advgen.publish import main
+    from advgen.cli import main
 
-    rc = main([str(a) for a in args])
+    rc = main(["publish", *map(str, args)])
     out, err = capsys.readouterr()
     CAPTURED.append(out + err)
     return rc, out, err
@@ -86,19 +80,13 @@ def one_line_error(rc, err):
 
 def local_samples(out: Path) -> dict:
     """{source_index: (uint8 CHW image, label, meta, float npy)} from the output's WebDataset shards."""
-    import tarfile
-
+    from advgen.writers.reader import read_shard
     from advgen.writers.shards import decode_png
 
     m = json.loads((out / "manifest.json").read_text())
     samples = {}
     for s in m["shards"]:
-        with tarfile.open(out / s["tar"]) as tf:
-            files = {}
-            for member in tf.getmembers():
-                key, ext = member.name.split(".", 1)
-                files.setdefault(key, {})[ext] = tf.extractfile(member).read()
-        for key, f in files.items():
+        for key, f in read_shard(out / s["tar"]).items():
             meta = json.loads(f["json"])
             samples[meta["source_index"]] = (decode_png(f["png"]), int(f["cls"]), meta,
                                              np.load(io.BytesIO(f["npy"])) if "npy" in f else None)
@@ -373,12 +361,12 @@ def test_incomplete_or_modified_outputs_are_refused_before_any_upload(outputs, t
     monkeypatch.setenv("HF_TOKEN", hub_server.token)
     before = hub_server.commits(repo)
     n = len(hub_server.requests_log)
-    from advgen.cards import main as card_main
+    from advgen.cli import main
 
     for case, out in broken_copies(outputs, tmp_path).items():
         rc, _, err = publish_main(capsys, out, outputs["d_rand"], "--repo-id", repo)
         assert EXPECTED[case] in one_line_error(rc, err), (case, err)
-        rc = card_main([str(out), str(outputs["d_rand"])])      # the card checks what publish checks
+        rc = main(["card", str(out), str(outputs["d_rand"])])      # the card checks what publish checks
         out_text, err = capsys.readouterr()
         lines = [line for line in err.splitlines() if line.strip()]
         assert rc == 2 and out_text == "" and len(lines) == 1 and lines[0].startswith("advgen card: error: "), err
@@ -411,7 +399,7 @@ def test_read_only_and_missing_token(outputs, two_config_repo, hub_server, capsy
     before = hub_server.commits(repo)
     rc, _, err = publish_main(capsys, *need(outputs, TWO), "--repo-id", repo, "--token", hub_server.read_token)
     assert "read-only" in one_line_error(rc, err) and hub_server.read_token not in err
-    monkeypatch.delenv("HF_TOKEN", raising=False)     # and HF_HOME (conftest_hub's temp dir) has no stored login
+    monkeypatch.delenv("HF_TOKEN", raising=False)     # and HF_HOME (the test Hub's temp dir) has no stored login
     rc, _, err = publish_main(capsys, *need(outputs, TWO), "--repo-id", repo)
     assert "no Hub token" in one_line_error(rc, err)
     assert hub_server.commits(repo) == before
@@ -465,9 +453,13 @@ def test_publish_refuses_to_silently_drop_configs_and_prunes_stale_shards(output
 # Cards from verification reports, and agreement with the writers
 # ------------------------------------------------------------------------------------------------------------------
 
+def manifest_sha(out: Path) -> str:
+    return hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest()
+
+
 def verify_row(dataset, std, robust, **kw):
     """A results entry shaped like advgen.verify.summarise writes it."""
-    return {"dataset": dataset, "kind": "generated", "title": dataset, "data": "somewhere (png uint8, 40 samples)",
+    return {"dataset": dataset, "kind": "generated", "manifest_sha256": None, "title": dataset, "data": "somewhere (png uint8, 40 samples)",
             "use_npy": False, "model": "small_cnn", "std_acc": std, "std_acc_std": 0.011, "robust_acc": robust,
             "robust_acc_std": 0.0, "eps": 0.25, "norm": "l2", "paper_std_acc": 0.437, "paper_robust_acc": None,
             "expected": {"std_acc": [0.2, 0.6], "robust_acc": None}, "passed": True, "failures": [],
@@ -475,40 +467,45 @@ def verify_row(dataset, std, robust, **kw):
 
 
 def test_card_shows_verification_reports_beside_the_paper(outputs, tmp_path):
+    """Rows attach to the output whose manifest they name; a row of another output, or of none, stays out; a baseline
+    shows once however many reports carry it."""
     from advgen.cards import render_card
 
-    det, rand = need(outputs, TWO)
+    det, rand, robust = need(outputs, ("d_det", "d_rand", "d_robust"))
     own = tmp_path / "det"                        # a copy, so the shared output's card stays as published
     shutil.copytree(det, own)
+    baseline = verify_row("D", 0.98, 0.5, kind="baseline_std", title="D (standard training)", paper_std_acc=0.953,
+                          paper_robust_acc=0.045, seeds=[0])
     (own / "verify").mkdir()
     (own / "verify" / "report.json").write_text(json.dumps({"results": [
-        verify_row("det_png", 0.4321, 0.0),
-        verify_row("det_npy", 0.45, 0.01, use_npy=True),
-        verify_row("D", 0.98, 0.5, kind="baseline_std", title="D (standard training)", paper_std_acc=0.953,
-                   paper_robust_acc=0.045, seeds=[0])]}))
-    other = tmp_path / "report.json"              # an explicit --report: rows found through the recipe's paths
-    other.write_text(json.dumps({"recipe": {"datasets": {"rand": {"path": str(rand)}}}, "results": [
-        verify_row("rand", 0.8, 0.02, paper_std_acc=0.633),
-        verify_row("D", 0.98, 0.5, kind="baseline_std", title="D (standard training)", paper_std_acc=0.953,
-                   paper_robust_acc=0.045, seeds=[0])]}))
+        verify_row("det_png", 0.4321, 0.0, manifest_sha256=manifest_sha(own)),
+        verify_row("det_npy", 0.45, 0.01, use_npy=True, manifest_sha256=manifest_sha(own)),
+        verify_row("robust", 0.7, 0.3, manifest_sha256=manifest_sha(robust)),   # an output not in this card
+        verify_row("unknown", 0.5, 0.3),                                        # no output named: never guessed
+        baseline]}))
+    other = tmp_path / "report.json"              # an explicit --report
+    other.write_text(json.dumps({"results": [
+        verify_row("rand", 0.8, 0.02, paper_std_acc=0.633, manifest_sha256=manifest_sha(rand)), baseline]}))
     text = render_card([own, rand], [other], repo_id="u/r")
     assert ("| `d_det` | small_cnn (2 seeds) | png | 43.2% ± 1.1 | 43.7% | 0.0% ± 0.0 | — | 0.25 | std 20.0%–60.0% "
             "| yes | 12 s |") in text
     assert "| `d_det` | small_cnn (2 seeds) | float32 (npy) | 45.0% ± 1.1 |" in text
     assert "| `d_rand` | small_cnn (2 seeds) | png | 80.0% ± 1.1 | 63.3% |" in text
+    assert "70.0%" not in text and "50.0% ± 1.1" not in text
     assert text.count("| D (standard training) | small_cnn | png | 98.0% | 95.3% | 50.0% | 4.5% |") == 1
     assert "`d_det`, small_cnn: std. accuracy 43.2% vs 45.0% (-1.8 points)" in text
     assert "not measured yet" not in text and "Not verified yet" not in text
     assert str(tmp_path) not in text
 
 
-def test_layout_names_agree_with_the_writers(outputs):
-    from advgen import cards
-    from advgen.writers import manifest, shards
+def test_card_and_publish_import_no_torch():
+    """`advgen card` / `advgen publish` read the output layout through advgen.writers.layout, which needs no torch."""
+    import subprocess
+    import sys
 
-    assert cards.MANIFEST == manifest.MANIFEST and cards.MARKER_DIR == shards.MARKER_DIR
-    out = outputs["d_det"]
-    assert shards.marker_path(out, 7) == out / cards.MARKER_DIR / "shard-00007.json"
+    code = ("import sys, advgen.cards, advgen.publish, advgen.writers.layout; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -522,7 +519,7 @@ def test_token_is_never_printed_logged_or_written(outputs, hub_server, tmp_path_
         for s in secrets:
             assert s.decode() not in text
     roots = [tmp_path_factory.getbasetemp(), Path(os.environ["HF_HOME"])]
-    roots += [o for o in outputs.values() if isinstance(o, Path)]
+    roots += list(outputs.values())
     scanned = 0
     for root in roots:
         for p in Path(root).rglob("*"):
@@ -552,7 +549,8 @@ def test_token_is_never_printed_logged_or_written(outputs, hub_server, tmp_path_
 # Verify from the Hub, and the card picking up `advgen verify`'s report by itself
 # ------------------------------------------------------------------------------------------------------------------
 
-def test_verify_a_published_config_by_hub_id_and_card_finds_the_report(two_config_repo, outputs, tmp_path):
+def test_verify_a_published_config_by_hub_id_and_card_finds_the_report(two_config_repo, outputs, hub_server,
+                                                                         tmp_path, capsys):
     """`advgen verify` on `repo + config` trains exactly what it trains on the local output (same pixels, same order,
     same seed), and the copy of its report in OUT/verify/ puts the row in that output's card."""
     from advgen.cards import render_card
@@ -566,10 +564,13 @@ def test_verify_a_published_config_by_hub_id_and_card_finds_the_report(two_confi
         "train": {"epochs": 2, "batch_size": 16, "optimizer": "adam", "lr": 0.003, "weight_decay": 0.0,
                   "milestones": []},
         "eval": {"eps": 0.5, "steps": 2}, "seeds": [0], "report_dir": str(tmp_path / "report"), "samples": 4,
-        "datasets": {"hub": {"path": repo, "config": "d_det", "expected": {"std_acc": [0.0, 1.0]}},
-                     "local": {"path": str(local), "expected": {"std_acc": [0.0, 1.0]}}}})
-    p = advgen("verify", recipe, timeout=300)
-    CAPTURED.append(p.stdout + p.stderr)
+        "datasets": {"hub": {"path": repo, "config": "d_det"}, "local": {"path": str(local)}}})
+    from advgen.cli import main
+
+    capsys.readouterr()
+    assert main(["verify", str(recipe)]) == 0
+    out, err = capsys.readouterr()
+    CAPTURED.append(out + err)
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     hub, loc = report["results"]
     assert hub["data"].startswith(f"{repo}:d_det (hub, 40 samples)") and loc["data"].startswith(str(local))
@@ -577,7 +578,9 @@ def test_verify_a_published_config_by_hub_id_and_card_finds_the_report(two_confi
         assert hub[k] == loc[k]
     assert (tmp_path / "report" / "samples_hub.png").is_file()
 
-    copy = json.loads((local / "verify" / "hub_check.json").read_text())
-    assert copy["verified_datasets"] == ["local"] and copy["results"] == report["results"]
+    # the rows name what they measured: the local manifest, and the manifest publish uploaded for the Hub config
+    assert loc["manifest_sha256"] == manifest_sha(local)
+    assert hub["manifest_sha256"] == hashlib.sha256(hub_server.files(repo)["manifests/d_det.json"]).hexdigest()
+    assert json.loads((local / "verify" / "hub_check.json").read_text()) == report
     text = render_card([local, outputs["d_rand"]], repo_id=repo)
     assert text.count("| `d_det` | small_cnn(w8,f16) |") == 2     # the local row, and the Hub row of this config

@@ -1,16 +1,18 @@
 """Recipes load strictly: unknown keys, wrong types and bad values fail at load time with the key named."""
 
+import dataclasses
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from advgen.recipe import (AttackConfig, GenerateRecipe, RecipeError, TrainRecipe, dump_recipe, from_dict,
-                           load_recipe)
-from tests.conftest import CIFAR, REPO, advgen, write_yaml
+from advgen.recipe import (GenerateRecipe, InversionConfig, PGDConfig, RecipeError, TrainRecipe, dump_recipe,
+                           from_dict, load_recipe, saved_differences)
+from tests.conftest import CIFAR, REPO, write_yaml
 
-RECIPES = sorted((REPO / "recipes").glob("**/*.yaml"))
+# transfer recipes (and the schema they load into) are tests/test_transfer.py's
+RECIPES = sorted(p for p in (REPO / "recipes").glob("**/*.yaml") if not p.name.startswith("transfer_"))
 
 
 def base(tmp_path, tiny_ckpt="x.safetensors"):
@@ -31,7 +33,7 @@ def test_unknown_key_names_it_and_lists_valid_ones(tmp_path):
         load(tmp_path, data)
     msg = str(e.value)
     assert "'attack.epsilon'" in msg and "attack" in msg
-    for valid in ("eps", "step_size", "steps", "targets", "norm"):
+    for valid in ("eps", "step_size", "steps", "norm", "random_start", "keep_best"):
         assert valid in msg
 
 
@@ -44,7 +46,8 @@ def test_unknown_top_level_key(tmp_path):
 
 @pytest.mark.parametrize("key,value,pattern", [
     ("eps", -0.5, r"attack\.eps: must be > 0, got -0\.5"),
-    ("targets", "random", r"attack\.targets: unknown value 'random'; choose one of 'rand', 'det'"),
+    ("targets", "rand", r"unknown key 'attack\.targets'; valid keys of attack: norm, eps"),     # d_det decides
+    ("kind", "pgd", r"unknown key 'attack\.kind'; valid keys of attack: norm, eps"),
     ("steps", 2.5, r"attack\.steps: expected an integer, got 2\.5"),
     ("norm", "l1", r"attack\.norm: unknown value 'l1'"),
     ("keep_best", "yes", r"attack\.keep_best: expected true or false, got 'yes'"),
@@ -87,15 +90,48 @@ def test_missing_paths(tmp_path):
         load_recipe(tmp_path / "missing.yaml", GenerateRecipe)
 
 
-def test_missing_required_and_dataset_attack_mismatch(tmp_path):
+def test_missing_required_key(tmp_path):
     data = base(tmp_path)
     del data["source"]
     with pytest.raises(RecipeError, match=r"source: missing required key"):
         load(tmp_path, data)
-    data = base(tmp_path)
-    data["attack"]["targets"] = "rand"
-    with pytest.raises(RecipeError, match=r"attack\.targets: dataset 'd_det' needs targets 'det', got 'rand'"):
-        load(tmp_path, data)
+
+
+@pytest.mark.parametrize("dataset, attack_class, targets", [("d_det", PGDConfig, "det"), ("d_rand", PGDConfig, "rand"),
+                                                            ("d_robust", InversionConfig, None),
+                                                            ("d_nonrobust", InversionConfig, None)])
+def test_the_dataset_alone_decides_the_attack(tmp_path, dataset, attack_class, targets):
+    data = dict(base(tmp_path), dataset=dataset, attack={"steps": 7})
+    r = load(tmp_path, data)
+    assert type(r.attack) is attack_class and r.attack.steps == 7 and r.targets == targets
+    del data["attack"]                                   # no block: that attack's defaults
+    assert load(tmp_path, data).attack == attack_class()
+    other = {"eps": 1.0} if attack_class is InversionConfig else {"x0": "noise"}     # the other kind's key
+    with pytest.raises(RecipeError, match=rf"unknown key 'attack\.{next(iter(other))}'; valid keys of attack: "):
+        load(tmp_path, dict(data, attack=other))
+    with pytest.raises(RecipeError, match="attack: dataset 'd_robust' is made with InversionConfig, not PGDConfig"):
+        GenerateRecipe(name="x", source=r.source, model=r.model, dataset="d_robust", attack=PGDConfig()).validate()
+
+
+def test_an_output_made_before_attack_kind_and_targets_were_implied_still_matches(tmp_path):
+    """A recipe.yaml / checkpoint JSON written by the schema that spelled out attack.kind and attack.targets (and
+    x0 / normalize_loss on PGD) is the same recipe: those keys changed nothing."""
+    r = load(tmp_path, dict(base(tmp_path), dataset="d_rand"))
+    saved = yaml.safe_load(yaml.safe_dump(dataclasses.asdict(r)))
+    saved["attack"].update(kind="pgd", targets="rand", x0="train", normalize_loss=False)
+    assert saved_differences(saved, r) == []
+    saved["attack"]["eps"] = 2.0
+    assert saved_differences(saved, r) == ["attack.eps: 2.0 -> 1.0"]
+
+
+def test_an_output_made_before_a_defaulted_field_existed_still_matches(tmp_path):
+    """A recipe.yaml written before `deterministic` and `source.test_limit` were added (it lacks them) is the same
+    recipe while the new fields keep their defaults, and a different one once they do not."""
+    r = load(tmp_path, dict(base(tmp_path), dataset="d_det"))
+    saved = yaml.safe_load(yaml.safe_dump(dataclasses.asdict(r)))
+    del saved["deterministic"], saved["source"]["test_limit"]
+    assert saved_differences(saved, r) == []
+    assert saved_differences(saved, dataclasses.replace(r, deterministic=False)) == ["deterministic: True -> False"]
 
 
 def test_dotted_overrides(tmp_path):
@@ -117,8 +153,10 @@ def test_resolved_recipe_round_trips(tmp_path):
 
 
 def test_paper_defaults():
-    a = AttackConfig()
+    a = PGDConfig()
     assert (a.norm, a.eps, a.step_size, a.steps, a.random_start) == ("l2", 0.5, 0.1, 100, False)
+    i = InversionConfig()
+    assert (i.step_size, i.x0, i.normalize_loss) == (0.1, "train", False)
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
@@ -131,8 +169,9 @@ def test_shipped_recipes_load(path):
 
         recipe = load_pipeline(path).recipe           # and every stage recipe it chains
     elif path.name.startswith("verify") or "datasets" in data:
-        from advgen.verify import VerifyRecipe as cls
-        recipe = load_recipe(path, cls)
+        from advgen.recipe import VerifyRecipe
+
+        recipe = load_recipe(path, VerifyRecipe)
     else:
         cls = GenerateRecipe if "dataset" in data else TrainRecipe
         recipe = load_recipe(path, cls)
@@ -140,11 +179,13 @@ def test_shipped_recipes_load(path):
     assert recipe.name == (path.stem if path.parent.name == "recipes" else f"{path.parent.name}_{path.stem}")
 
 
-def test_cli_reports_one_line_error_and_nonzero_exit(tmp_path):
+def test_cli_reports_one_line_error_and_nonzero_exit(tmp_path, capsys):
+    from advgen.cli import main
+
     data = base(tmp_path)
     data["attack"]["eps"] = -1
-    p = advgen("generate", write_yaml(tmp_path / "bad.yaml", data), check=False)
-    assert p.returncode == 2
-    lines = [line for line in p.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "attack.eps: must be > 0, got -1" in lines[0], p.stderr
+    capsys.readouterr()
+    assert main(["generate", str(write_yaml(tmp_path / "bad.yaml", data))]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "attack.eps: must be > 0, got -1" in lines[0], lines
     assert not Path("runs/r").exists()

@@ -21,12 +21,12 @@ from tests.conftest import REPO, advgen
 
 def gen_main(capsys, monkeypatch, *args):
     """`advgen generate` in-process: (exit code, stderr lines). One torch thread, as in the rest of the test process."""
-    from advgen.generate import main
+    from advgen.cli import main
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("TQDM_DISABLE", "1")
     capsys.readouterr()                 # what earlier steps printed
-    rc = main([str(a) for a in args])
+    rc = main(["generate", *map(str, args)])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     return rc, err
 

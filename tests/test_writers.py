@@ -7,10 +7,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from advgen.models.checkpoint import sha256_file
+from advgen.writers.layout import read_marker, sha256_file, tar_path
 from advgen.writers.manifest import write_hf_readme
-from advgen.writers.shards import (Sample, clear_shard, decode_png, encode_png, read_marker, tar_path, to_uint8,
-                                   write_shard)
+from advgen.writers.shards import Sample, clear_shard, decode_png, encode_png, to_uint8, write_shard
 
 CLASSES = ["zero", "one", "two"]
 
@@ -44,7 +43,7 @@ def test_shard_round_trip_through_webdataset_and_datasets(tmp_path):
     samples = make_samples()
     marker = write_shard(tmp_path, 0, samples, CLASSES, {"l2": 2.1})
     assert marker["count"] == 7 and read_marker(tmp_path, 0) == marker
-    write_hf_readme(tmp_path, "t", CLASSES, samples[0].meta)
+    write_hf_readme(tmp_path, "t")
 
     # webdataset's own reader: every sample has the same keys, pixels and labels are exact
     got = list(wds.WebDataset(str(tar_path(tmp_path, 0)), shardshuffle=False))

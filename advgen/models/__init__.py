@@ -1,58 +1,17 @@
-"""Models: architectures (nets.py), checkpoint I/O (checkpoint.py), training loops (train.py)."""
+"""Models: the classifiers the attacks run against and the verification trains.
 
-from __future__ import annotations
+    nets.py        architectures; `Classifier` = Normalize (inside the model) + net, [0,1] pixels -> logits
+    airbench.py    the airbench94 network and its fast training recipe (the `fast` CIFAR-10 verifier)
+    checkpoint.py  checkpoints as safetensors + a JSON of everything else (never a pickle), checked on load
+    convert.py     PyTorch .pt files (plain state dicts, MadryLab robustness) read safely, converted to ours
+    fast.py        a frozen copy of a model arranged for fast attacks (BN folded, NHWC, bf16 where native)
+    train.py       training loops (standard, adversarial), clean/robust accuracy, `advgen train RECIPE`
+"""
 
-import json
-from pathlib import Path
-
-from advgen.models.checkpoint import (CheckpointError, load_checkpoint, read_meta, readable_sha256, save_checkpoint,
-                                      sha256_file)
+from advgen.errors import CheckpointError
+from advgen.models.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from advgen.models.convert import load_model
 from advgen.models.nets import Classifier, build_classifier
 
-__all__ = ["Classifier", "CheckpointError", "build_classifier", "load_checkpoint", "read_meta",
-           "save_checkpoint", "sha256_file", "resolve_checkpoint"]
-
-
-CONVERTED_DIR = Path("cache/converted")
-
-
-def resolve_checkpoint(ref, train_if_missing: bool = True) -> str:
-    """Path of the source model's checkpoint for a generation recipe's `model:` block.
-
-    `checkpoint:` is used as is when it is one of ours (.safetensors + .json); a PyTorch file (a plain state dict
-    or the robustness library's layout, read with weights_only=True) is converted once into
-    cache/converted/<name>-<sha256[:12]>.safetensors and that is used. `train_recipe:` is trained once and cached
-    at that recipe's `checkpoint` path; it is retrained only when the cached JSON records a different recipe.
-    """
-    if ref.checkpoint is not None:
-        src = Path(ref.checkpoint)
-        if src.suffix == ".safetensors":
-            return ref.checkpoint
-        dst = CONVERTED_DIR / f"{src.stem}-{readable_sha256(src)[:12]}.safetensors"
-        if not (dst.is_file() and dst.with_suffix(".json").is_file()):
-            if not train_if_missing:
-                raise CheckpointError(f"{ref.checkpoint!r} is not converted yet (expected {str(dst)!r})")
-            from advgen.models.convert import convert_checkpoint
-
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            convert_checkpoint(src, dst, overwrite=True)
-            print(f"converted {ref.checkpoint} -> {dst} (advgen convert-checkpoint does this explicitly)")
-        return str(dst)
-    from advgen.recipe import TrainRecipe, load_recipe, to_dict
-
-    recipe = load_recipe(ref.train_recipe, TrainRecipe)
-    path = Path(recipe.checkpoint)
-    meta_file = path.with_suffix(".json")
-    if path.is_file() and meta_file.is_file():
-        try:
-            cached = json.loads(meta_file.read_text()).get("recipe")
-        except (ValueError, OSError, AttributeError):     # a broken JSON is no cache: train again
-            cached = None
-        if cached == json.loads(json.dumps(to_dict(recipe))):
-            return str(path)
-    if not train_if_missing:
-        raise CheckpointError(f"checkpoint for {ref.train_recipe!r} is not built yet")
-    from advgen.models.train import train_model
-
-    train_model(recipe)
-    return str(path)
+__all__ = ["Classifier", "CheckpointError", "build_classifier", "load_checkpoint", "load_model", "read_meta",
+           "save_checkpoint"]

@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from advgen.recipe import AirbenchConfig  # noqa: F401 (re-exported: the schema lives in recipe.py)
+from advgen.recipe import AirbenchConfig     # the schema of the airbench-only recipe keys
 
 
 class _BatchNorm(nn.BatchNorm2d):

@@ -2,7 +2,9 @@
 
     save_checkpoint(model, "cache/digits_standard.safetensors", meta)
     model = load_checkpoint("cache/digits_standard.safetensors")    # eval mode, frozen, [0,1] -> logits
-    model = load_checkpoint("robustness_cifar_l2_0_5.pt")           # torch files: advgen.models.convert
+
+PyTorch files (.pt, the robustness library's checkpoints) are read by advgen.models.convert, which also writes
+them out in this format; `advgen.models.load_model(path)` takes either.
 
 The JSON (`X.json` next to `X.safetensors`) holds arch, num_classes, in_channels, width,
 feature_dim, mean, std, the sha256 of the weights file, the resolved training recipe and the measured
@@ -13,19 +15,15 @@ and a file that cannot be read are each a one-line CheckpointError.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from advgen.errors import CheckpointError
 from advgen.models.nets import Classifier, build_classifier
-
-
-class CheckpointError(ValueError):
-    pass
-
+from advgen.writers.layout import sha256_file
 
 ARCHS = ("small_cnn", "resnet18", "resnet50")
 ARCH_KEYS = ("arch", "num_classes", "in_channels", "width", "feature_dim", "mean", "std")
@@ -33,14 +31,6 @@ ARCH_KEYS = ("arch", "num_classes", "in_channels", "width", "feature_dim", "mean
 
 def meta_path(path) -> Path:
     return Path(path).with_suffix(".json")
-
-
-def sha256_file(path, chunk=1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_checkpoint(model: Classifier, path, meta: dict):
@@ -106,23 +96,16 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def load_checkpoint(path, arch=None, device="cpu") -> Classifier:
-    """Eval-mode, frozen Classifier from X.safetensors + X.json, or from a PyTorch file (.pt/.pth/.ckpt/...).
-
-    PyTorch files (robustness-library, Classifier or bare-net state dicts) are read by
-    advgen.models.convert with torch.load(weights_only=True); `arch`, if given, must match the file.
-    """
+    """Eval-mode, frozen Classifier from X.safetensors + X.json; `arch`, if given, must match the JSON.
+    (A PyTorch file: advgen.models.load_model.)"""
     path = Path(path)
     if arch is not None and arch not in ARCHS:   # also catches a device passed positionally
         raise CheckpointError(f"unknown arch {arch!r}; choose {', '.join(ARCHS)}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     if path.suffix != ".safetensors":
-        # robustness saves `checkpoint.pt.best`, so any other suffix is tried as a torch file;
-        # lazy import: convert imports this module
-        from advgen.models.convert import load_torch_checkpoint
-
-        model, _ = load_torch_checkpoint(path, arch=arch)
-        return freeze(model.to(device))
+        raise CheckpointError(f"checkpoint {str(path)!r} is not .safetensors; a PyTorch file is read by "
+                              "advgen.models.load_model, or converted once with `advgen convert-checkpoint SRC DST`")
     meta = read_meta(path)
     if arch is not None and meta["arch"] != arch:
         raise CheckpointError(f"checkpoint {str(path)!r} holds {meta['arch']} weights, not the requested "

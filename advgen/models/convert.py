@@ -3,7 +3,7 @@
     model, meta = load_torch_checkpoint("cifar_l2_0_5.pt")           # eval mode, frozen, [0,1] -> logits
     advgen convert-checkpoint cifar_l2_0_5.pt cache/robust.safetensors [--arch resnet50] [--mean ..] [--std ..]
 
-`advgen.models.load_checkpoint(path)` dispatches here for every path that is not `.safetensors`.
+`load_model(path)` takes either kind of file: `.safetensors` (advgen.models.checkpoint) or a PyTorch file.
 Understood layouts (after unwrapping `{'model': ...}` / `{'state_dict': ...}` and one DataParallel
 `module.` prefix):
 
@@ -23,7 +23,6 @@ Tests: python -m pytest -q tests/test_convert.py
 
 from __future__ import annotations
 
-import argparse
 import json
 import pickle
 import sys
@@ -33,8 +32,10 @@ from pathlib import Path
 
 import torch
 
-from advgen.models.checkpoint import (ARCHS, CheckpointError, freeze, load_checkpoint, meta_path, read_meta,
-                                      readable_sha256, save_checkpoint, sha256_file)
+from advgen.cli import parser, run
+from advgen.errors import CheckpointError
+from advgen.models.checkpoint import (ARCHS, freeze, load_checkpoint, meta_path, read_meta, readable_sha256,
+                                      save_checkpoint, sha256_file)
 from advgen.models.nets import CIFAR_MEAN, CIFAR_STD, Classifier, build_net
 
 # (block kind, blocks per stage) of the CIFAR ResNets in nets.py / robustness cifar_models/resnet.py
@@ -252,6 +253,19 @@ def load_torch_checkpoint(path, arch: str | None = None, mean=None, std=None) ->
     return freeze(model), meta
 
 
+def load_model(path, arch: str | None = None, device="cpu") -> Classifier:
+    """Eval-mode, frozen Classifier from X.safetensors + X.json or from a PyTorch file (.pt/.pth/.ckpt/...: the
+    robustness library saves `checkpoint.pt.best`, so every other suffix is read as one, with weights_only=True)."""
+    if Path(path).suffix == ".safetensors":
+        return load_checkpoint(path, arch=arch, device=device)
+    if arch is not None and arch not in ARCHS:
+        raise CheckpointError(f"unknown arch {arch!r}; choose {', '.join(ARCHS)}")
+    if not Path(path).is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    model, _ = load_torch_checkpoint(path, arch=arch)
+    return freeze(model.to(device))
+
+
 def convert_checkpoint(src, dst, arch: str | None = None, mean=None, std=None, overwrite: bool = False) -> dict:
     """Write DST (.safetensors) + DST.json from SRC (a torch file, or one of our checkpoints); return the meta."""
     src, dst = Path(src), Path(dst)
@@ -276,17 +290,11 @@ def convert_checkpoint(src, dst, arch: str | None = None, mean=None, std=None, o
     return json.loads(meta_path(dst).read_text())
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse prints usage + error; the CLI contract is one line, exit 2
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def main(argv=None) -> int:
     """`advgen convert-checkpoint SRC DST [--arch ARCH] [--mean M M M] [--std S S S] [--overwrite]`."""
-    p = _Parser(prog="advgen convert-checkpoint",
-                description="Convert a robustness-library / plain PyTorch checkpoint to safetensors + JSON. "
-                            "SRC is read with torch.load(weights_only=True); arbitrary pickles are refused.")
+    p = parser("advgen convert-checkpoint",
+               description="Convert a robustness-library / plain PyTorch checkpoint to safetensors + JSON. "
+                           "SRC is read with torch.load(weights_only=True); arbitrary pickles are refused.")
     p.add_argument("src", help="source checkpoint: .pt/.pth/.ckpt (robustness layout, Classifier or bare "
                                "state dict) or an advgen .safetensors")
     p.add_argument("dst", help="destination .safetensors (its .json is written beside it)")
@@ -306,11 +314,10 @@ def main(argv=None) -> int:
     for w in caught:   # one line each, not the warnings module's two-line format
         print(f"advgen convert-checkpoint: warning: {_one_line(w.message, 600)}", file=sys.stderr)
     if error is not None:
-        print(f"advgen convert-checkpoint: error: {error}", file=sys.stderr)
-        return 2
+        raise CheckpointError(error)
     print(f"{args.src} ({meta['source_format']}, {meta['arch']}, {meta['num_classes']} classes) -> {args.dst}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run("convert-checkpoint", main))

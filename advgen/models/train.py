@@ -20,15 +20,15 @@ from tqdm.auto import tqdm
 from advgen.attacks.pgd import untargeted_pgd
 from advgen.models.checkpoint import freeze, save_checkpoint
 from advgen.models.nets import Classifier, build_classifier
-from advgen.recipe import AttackConfig, AugmentConfig, TrainRecipe, to_dict
-from advgen.sources import Source, load_source
+from advgen.recipe import AttackConfig, AugmentConfig, RecipeError, TrainRecipe, to_dict
+from advgen.sources import load_source
 
 
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' was asked for but no CUDA device is visible; use device=auto or cpu")
+        raise RecipeError("device: 'cuda' was asked for but no CUDA device is visible; use device=auto or cpu")
     return torch.device(name)
 
 
@@ -204,19 +204,12 @@ def train_model(recipe: TrainRecipe) -> dict:
 
 def main(argv=None) -> int:
     """`advgen train RECIPE [KEY=VALUE ...]`."""
-    import argparse
-    import sys
+    from advgen.cli import parser
+    from advgen.recipe import load_recipe
 
-    from advgen.models.checkpoint import CheckpointError
-    from advgen.recipe import RecipeError, load_recipe
-
-    p = argparse.ArgumentParser(prog="advgen train", description="Train a source model from a recipe.")
+    p = parser("advgen train", description="Train a source model from a recipe.")
     p.add_argument("recipe", help="training recipe YAML (recipes/*_standard.yaml, *_robust_model.yaml)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=5")
     args = p.parse_args(argv)
-    try:
-        train_model(load_recipe(args.recipe, TrainRecipe, args.overrides))
-    except (RecipeError, CheckpointError) as e:
-        print(f"advgen train: error: {e}", file=sys.stderr)
-        return 2
+    train_model(load_recipe(args.recipe, TrainRecipe, args.overrides))
     return 0

@@ -14,15 +14,10 @@ import subprocess
 from pathlib import Path
 from typing import Optional
 
-from advgen.writers.layout import DATA_DIR, MANIFEST, RECIPE, SHARD_DIR  # noqa: F401  (MANIFEST, RECIPE: here too)
-from advgen.writers.shards import hf_features
+from advgen.writers.layout import DATA_DIR, MANIFEST, SHARD_DIR, parquet_path
 
 # The libraries whose versions decide the bytes of an output (PNG/tar/parquet encoders, the model's numerics).
 BYTE_LIBRARIES = ("torch", "numpy", "Pillow", "datasets", "pyarrow", "webdataset")
-
-
-class IncompleteOutputError(RuntimeError):
-    pass
 
 
 def advgen_version() -> str:
@@ -71,11 +66,21 @@ def aggregate(markers: list[dict]) -> dict:
     return {"count": count, **{f"mean_{k}": (v / count if count else None) for k, v in sums.items()}}
 
 
-def write_hf_readme(out: Path, name: str, class_names: list[str], meta_example: dict):
+def parquet_features(out: Path, i: int = 0):
+    """The `datasets.Features` shard i's parquet was written with (image, label, one column per provenance key)."""
+    import pyarrow.parquet as pq
+    from datasets import Features
+
+    return Features.from_arrow_schema(pq.read_schema(parquet_path(out, i)))
+
+
+def write_hf_readme(out: Path, name: str):
+    """README.md with the `configs:` / `dataset_info:` YAML of the parquet files (their features, read back from the
+    first one: every sample has the same keys)."""
     from datasets import DatasetInfo
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    info = DatasetInfo(features=hf_features(class_names, meta_example))._to_yaml_dict()
+    info = DatasetInfo(features=parquet_features(out))._to_yaml_dict()
     data = DatasetCardData(
         configs=[{"config_name": "default", "data_files": [{"split": "train", "path": f"{DATA_DIR}/train-*.parquet"}]}],
         dataset_info=info,
@@ -90,11 +95,3 @@ def write_manifest(out: Path, manifest: dict):
     tmp = out / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False))
     tmp.replace(out / MANIFEST)
-
-
-def read_manifest(out: Path) -> dict:
-    p = Path(out) / MANIFEST
-    if not p.is_file():
-        raise IncompleteOutputError(f"{out}: no {MANIFEST}; the generation did not finish — re-run the same "
-                                    "recipe to resume it")
-    return json.loads(p.read_text())

@@ -9,8 +9,8 @@ Layout of an output directory:
 
 Shard i holds source positions [i*shard_size, (i+1)*shard_size): a fixed partition, so the files do
 not depend on how many processes wrote them. A shard counts as finished only when its marker exists,
-has the shape write_shard gives it (advgen.writers.layout.marker_problem) and the checksums in it match
-the files; anything else is redone on the next run. The marker also records what the shard was made
+has the shape write_shard gives it and the checksums in it match the files (advgen.writers.layout.read_marker);
+anything else is redone on the next run. The marker also records what the shard was made
 from (`provenance`: checkpoint sha256, source fingerprint, advgen version), so a resume can refuse to
 mix shards of two models.
 """
@@ -27,10 +27,8 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from advgen.models.checkpoint import sha256_file
-# the layout's names are imported from here too (advgen.writers.shards.tar_path, SHARD_DIR...)
-from advgen.writers.layout import (DATA_DIR, MARKER_DIR, SHARD_DIR, marker_path, marker_problem,  # noqa: F401
-                                   parquet_path, shard_name, tar_path)
+from advgen.writers.layout import (DATA_DIR, MARKER_DIR, SHARD_DIR, marker_path, parquet_path, sha256_file,
+                                   tar_path)
 
 TAR_MTIME = 0           # fixed int tar header time: identical runs give identical bytes (a float adds a PAX header per member)
 PNG_COMPRESS_LEVEL = 6   # fixed so bytes do not depend on library defaults
@@ -147,27 +145,6 @@ def write_parquet(out: Path, i: int, samples: list[Sample], class_names: list[st
     Dataset.from_dict(cols, features=feats).to_parquet(str(tmp))
     _atomic_replace(tmp, path)
     return {"parquet": path.relative_to(out).as_posix(), "parquet_sha256": sha256_file(path)}
-
-
-def read_marker(out: Path, i: int, check: bool = True) -> Optional[dict]:
-    """The marker of shard i if the shard is complete (a marker of the right shape, files present, checksums
-    match), else None."""
-    mp = marker_path(out, i)
-    if not mp.is_file():
-        return None
-    try:
-        marker = json.loads(mp.read_text())
-    except (ValueError, OSError):        # not JSON, not UTF-8, unreadable: not finished
-        return None
-    if marker_problem(marker, i) is not None:
-        return None
-    if check:
-        for key in ("tar", "parquet"):
-            if key in marker:
-                f = out / marker[key]
-                if not f.is_file() or sha256_file(f) != marker[f"{key}_sha256"]:
-                    return None
-    return marker
 
 
 def clear_shard(out: Path, i: int):

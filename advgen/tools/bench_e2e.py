@@ -19,7 +19,6 @@ The source model must exist (a recipe's train_recipe is trained and cached first
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -30,25 +29,28 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from advgen.cli import parser
+from advgen.cli import run as cli_run
+from advgen.errors import BenchError, UsageError
+
+REPO = Path(__file__).resolve().parents[2]     # the checkout: advgen/tools/bench_e2e.py
 
 
 def attack_only(recipe) -> dict:
     """generate's attack path on every shard, without writing; returns {seconds, images}."""
     import torch
 
-    from advgen.generate import build_job, run_shard
-    from advgen.models import resolve_checkpoint
+    from advgen.generate import build_job, resolve_checkpoint, run_shard
 
     device = torch.device("cuda" if torch.cuda.is_available() and recipe.device != "cpu" else "cpu")
     ckpt = resolve_checkpoint(recipe.model, train_if_missing=False)
     t0 = time.perf_counter()
-    job, source, batch, _ = build_job(recipe, ckpt, device)
+    job, _ = build_job(recipe, ckpt, device)
     setup = time.perf_counter() - t0
-    n, size = len(source), recipe.output.shard_size
+    n, size = len(job.source), recipe.output.shard_size
     t0 = time.perf_counter()
     for i in range((n + size - 1) // size):
-        run_shard(job, recipe, source, i, i * size, min(n, (i + 1) * size), device, None, batch)
+        run_shard(job, i)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return {"seconds": time.perf_counter() - t0, "setup_seconds": setup, "images": n}
@@ -68,8 +70,8 @@ def generate_run(recipe_path: str, overrides: list[str], processes: int, cores: 
         p = subprocess.run(cmd, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if p.returncode != 0:
-            raise RuntimeError(f"generate with {processes} processes failed (exit {p.returncode}): "
-                               f"{(p.stderr.strip().splitlines() or ['?'])[-1]}")
+            raise BenchError(f"generate with {processes} processes failed (exit {p.returncode}): "
+                             f"{(p.stderr.strip().splitlines() or ['?'])[-1]}")
         m = json.loads((out / "o" / "manifest.json").read_text())
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -81,7 +83,7 @@ def generate_run(recipe_path: str, overrides: list[str], processes: int, cores: 
 def run(args) -> dict:
     import torch
 
-    from advgen.models import resolve_checkpoint
+    from advgen.generate import resolve_checkpoint
     from advgen.recipe import GenerateRecipe, load_recipe
 
     recipe = load_recipe(args.recipe, GenerateRecipe, args.overrides)
@@ -101,7 +103,7 @@ def run(args) -> dict:
     base = statistics.median(r["seconds"] for r in runs["attack_only"])
     for name, rs in runs.items():
         sec = statistics.median(r["seconds"] for r in rs)
-        e = {"seconds": round(sec, 3), "images_per_s": round(rs[0]["images"] / sec, 2),
+        e = {"seconds": round(sec, 6), "images_per_s": round(rs[0]["images"] / sec, 2),
              "ratio_vs_attack_only": round(sec / base, 3), "all_seconds": [round(r["seconds"], 3) for r in rs]}
         for k in ("manifest_attack_seconds", "setup_seconds", "writer_wait_seconds"):
             if k in rs[0]:
@@ -129,37 +131,26 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="advgen bench-e2e", description=__doc__.split("\n\n")[0])
+def main(argv=None) -> int:
+    from advgen.tools.bench import emit
+
+    p = parser("advgen bench-e2e", description=__doc__.split("\n\n")[0])
     p.add_argument("recipe", help="a generation recipe")
     p.add_argument("overrides", nargs="*", help="dotted overrides, as for advgen generate")
     p.add_argument("--processes", default="1", help="comma-separated process counts to launch (default 1)")
     p.add_argument("--threads", type=int, default=0, help="cores in total (default: all)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--out", help="write the JSON here")
-    return p
-
-
-def main(argv=None) -> int:
-    from advgen.bench import emit
-    from advgen.models.checkpoint import CheckpointError
-    from advgen.recipe import RecipeError
-
-    args = parser().parse_args(argv)
+    args = p.parse_args(argv)
     try:
         args.processes = [int(x) for x in args.processes.split(",") if x.strip()]
         assert args.processes and min(args.processes) >= 1 and args.repeats >= 1
     except (ValueError, AssertionError):
-        print("advgen bench-e2e: error: --processes takes counts >= 1 like 1,2 and --repeats >= 1", file=sys.stderr)
-        return 2
-    try:
-        result = run(args)
-    except (RecipeError, CheckpointError, RuntimeError) as e:
-        print(f"advgen bench-e2e: error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError("--processes takes counts >= 1 like 1,2 and --repeats >= 1") from None
+    result = run(args)
     emit(table(result), result, args.out)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_run("bench-e2e", main))

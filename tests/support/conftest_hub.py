@@ -1,11 +1,11 @@
-"""Pytest plugin: a local Hub (``tests/hubserver.py``) for the real ``huggingface_hub`` / ``datasets`` clients.
+"""Pytest plugin: a local Hub (``tests/support/hubserver.py``) for the real ``huggingface_hub`` / ``datasets`` clients.
 
 ``huggingface_hub`` and ``datasets`` read ``HF_ENDPOINT``, ``HF_HOME``, ``HF_HUB_DISABLE_XET``, ``HF_HUB_OFFLINE``...
 once, *when they are imported*. This module therefore configures the environment as a side effect of being
 imported, and must be imported before anything imports ``huggingface_hub`` or ``datasets`` (including ``advgen``).
 Wire it in the project's ``tests/conftest.py``, as its first statement::
 
-    pytest_plugins = ["tests.conftest_hub"]
+    pytest_plugins = ["tests.support.conftest_hub"]
 
 pytest imports the plugin right after executing ``tests/conftest.py`` and before any test module, so this is enough
 as long as ``tests/conftest.py`` itself does not import ``huggingface_hub``/``datasets``/``advgen`` at module level.
@@ -13,25 +13,25 @@ If it must, import the plugin explicitly before those imports (``register_assert
 ``PytestAssertRewriteWarning``)::
 
     import pytest
-    pytest.register_assert_rewrite("tests.conftest_hub")
-    import tests.conftest_hub  # noqa: E402,F401  -- first: sets HF_ENDPOINT & co.
-    pytest_plugins = ["tests.conftest_hub"]
+    pytest.register_assert_rewrite("tests.support.conftest_hub")
+    import tests.support.conftest_hub  # noqa: E402,F401  -- first: sets HF_ENDPOINT & co.
+    pytest_plugins = ["tests.support.conftest_hub"]
     import advgen  # noqa: E402  -- only after the lines above
 
 Both need the repository root on ``sys.path``: run ``python -m pytest`` from the root, or add
 ``pythonpath = ["."]`` to ``[tool.pytest.ini_options]`` (plain ``pytest`` otherwise fails with "No module named
-'tests'"). Without a conftest, ``python -m pytest -p tests.conftest_hub ...`` does the same (registering the plugin
+'tests'"). Without a conftest, ``python -m pytest -p tests.support.conftest_hub ...`` does the same (registering the plugin
 both ways is harmless).
 If ``huggingface_hub`` was imported earlier with another endpoint, importing this module raises an error instead of
 letting tests talk to the real Hub.
 
 Fixtures:
 
-* ``hub_server`` (session): a started :class:`~tests.hubserver.HubServer` on ``HF_ENDPOINT``. Attributes:
+* ``hub_server`` (session): a started :class:`~tests.support.hubserver.HubServer` on ``HF_ENDPOINT``. Attributes:
   ``url``, ``token`` (valid write token), ``read_token``, ``other_token``, ``user``,
   ``commits(repo_id, repo_type="dataset", revision="main")`` (shas, oldest first), ``files(repo_id, ...)``
   (``{path: bytes}``), ``requests_log`` (``(method, path, headers)`` tuples, lowercase header names, ``.status``),
-  ``requests_matching(regex)``, ``clear_log()``, ``inject_failure(...)``, ``create_repo(...)``.
+  ``requests_matching(regex)``, ``clear_log()``, ``create_repo(...)``.
   The server lives for the whole session: use a fresh repo name per test (see ``hub_repo_id``).
 * ``hub_repo_id`` (function): a unique, not-yet-created repo id ``test-user/<test-name>-<n>``.
 * ``hub_api`` (function): ``huggingface_hub.HfApi`` bound to the server with the valid token.
@@ -56,10 +56,7 @@ import tempfile
 
 import pytest
 
-try:
-    from tests.hubserver import HubServer
-except ImportError:  # pragma: no cover - `tests/` itself is on sys.path (rootdir-less import)
-    from hubserver import HubServer  # type: ignore[no-redef]
+from tests.support.hubserver import HubServer
 
 _UNSET = (
     "HF_HUB_OFFLINE",

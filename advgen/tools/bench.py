@@ -9,7 +9,7 @@ targeted l2 steps (eps 0.5, step 0.1, no random start) on the same fixed batch:
 - floor:        a bare fp32 forward + backward-to-input loop with the l2 step and projection, on the
                 plain frozen model (no keep-best, no final forward): what any PGD step must cost.
 - torchattacks: torchattacks.PGDL2, targeted by label, on the plain frozen model (skipped if absent).
-- advgen:       advgen's targeted_pgd on `advgen.attacks.fast.prepare(model)` (the default mode).
+- advgen:       advgen's targeted_pgd on `advgen.models.fast.prepare(model)` (the default mode).
 - advgen_fp32:  advgen's targeted_pgd on the plain frozen model in fp32 (the exact reference mode).
 - inversion:    advgen's representation inversion (||g(x_r) - g(x)||, normalised l2 steps) on the
                 prepared model, started from the batch's other images.
@@ -36,9 +36,12 @@ import torch
 import torch.nn.functional as F
 
 from advgen.attacks.descent import descend, l2_project, l2_step
-from advgen.attacks.fast import prepare
 from advgen.attacks.pgd import targeted_pgd
-from advgen.models.checkpoint import CheckpointError, freeze, load_checkpoint, read_meta
+from advgen.cli import parser, run
+from advgen.errors import BenchError, CheckpointError, UsageError
+from advgen.models.checkpoint import freeze, load_checkpoint, read_meta
+from advgen.models.convert import load_model
+from advgen.models.fast import prepare
 from advgen.models.nets import CIFAR_MEAN, CIFAR_STD, build_classifier
 
 METHODS = ("floor", "torchattacks", "advgen", "advgen_fp32", "inversion")
@@ -57,8 +60,8 @@ def build_model(args, device):
             if args.model and args.model != meta["arch"]:
                 raise CheckpointError(f"--model {args.model} but {args.checkpoint!r} holds a {meta['arch']}")
             model = load_checkpoint(args.checkpoint, device=device)
-        else:   # a PyTorch file (robustness library...): load_checkpoint converts it; read the shape off it
-            model = load_checkpoint(args.checkpoint, arch=args.model, device=device)
+        else:   # a PyTorch file (robustness library...): load_model reads it; read the shape off it
+            model = load_model(args.checkpoint, arch=args.model, device=device)
             conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
             c = conv.in_channels
             with torch.no_grad():
@@ -91,10 +94,10 @@ def load_images(args, meta, shape, n: int):
     if cfg is not None:
         src = load_source(cfg, "test")
         if len(src) < n:
-            raise SystemExit(f"advgen bench: error: {len(src)} images in the source, need {n}")
+            raise BenchError(f"{len(src)} images in the source, need {n}")
         x = src.images(torch.arange(n)).float() / 255.0
         if tuple(x.shape[1:]) != tuple(shape):
-            raise SystemExit(f"advgen bench: error: source images are {tuple(x.shape[1:])}, model wants {shape}")
+            raise BenchError(f"source images are {tuple(x.shape[1:])}, model wants {shape}")
         return x, src.labels[:n], (args.data or "digits") + " (test split)"
     g = torch.Generator().manual_seed(args.seed)
     x = torch.randint(0, 256, (n, *shape), generator=g).float() / 255.0
@@ -359,9 +362,9 @@ def emit(text: str, result: dict, out: Optional[str]) -> None:
         print(f"wrote {out}")
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="advgen bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> int:
+    p = parser("advgen bench", description=__doc__.split("\n\n")[0],
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=["small_cnn", "resnet18", "resnet50"],
                    help="architecture (random weights); default resnet18, or the checkpoint's")
     p.add_argument("--checkpoint", help="a trained .safetensors checkpoint: adds targeted success and mean l2")
@@ -382,27 +385,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the JSON here")
-    return p
-
-
-def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    args = p.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in args.methods if m not in METHODS]
     if bad or not args.methods:
-        print(f"advgen bench: error: unknown methods {bad}; choose from {', '.join(METHODS)}", file=sys.stderr)
-        return 2
+        raise UsageError(f"unknown methods {bad}; choose from {', '.join(METHODS)}")
     if args.batch < 1 or args.steps < 1 or args.repeats < 1 or args.eval_batches < 1:
-        print("advgen bench: error: --batch, --steps, --repeats and --eval-batches must be >= 1", file=sys.stderr)
-        return 2
-    try:
-        result = run_bench(args)
-    except CheckpointError as e:
-        print(f"advgen bench: error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError("--batch, --steps, --repeats and --eval-batches must be >= 1")
+    result = run_bench(args)
     emit(table(result), result, args.out)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run("bench", main))

@@ -1,63 +1,61 @@
-"""A small, in-memory, Hugging Face Hub compatible HTTP server for tests.
+"""A small, in-memory, Hugging Face Hub compatible HTTP server for tests: the dataset repos `advgen publish` writes.
 
-It runs on 127.0.0.1 (stdlib only: ``http.server.ThreadingHTTPServer`` + ``threading``) and speaks enough of the
-Hub's HTTP API for the *real* ``huggingface_hub`` (checked against 2.4.0) and ``datasets`` (5.2.0) clients:
-``create_repo``, ``upload_folder``/``upload_file``/``create_commit`` (regular *and* LFS files),
-``list_repo_files``/``list_repo_tree``/``get_paths_info``, ``hf_hub_download``, ``HfFileSystem`` (``hf://``),
-``load_dataset`` (plain and ``streaming=True``), ``list_repo_refs``, ``list_repo_commits``, branches, tags.
-Use it through the ``hub_server`` fixture of ``tests/conftest_hub.py`` (which must configure ``HF_ENDPOINT``
-before ``huggingface_hub`` is imported).
+It runs on 127.0.0.1 (stdlib only: ``http.server.ThreadingHTTPServer`` + ``threading``) and speaks what `advgen
+publish` and the loaders of its output call, for the *real* ``huggingface_hub`` (checked against 2.4.0) and
+``datasets`` (5.2.0) clients: ``whoami``, ``create_repo``, ``repo_exists``/``dataset_info``, ``list_repo_refs``,
+``create_branch``, ``list_repo_files``/``list_repo_tree``/``get_paths_info``, ``create_commit`` (regular *and* LFS
+files, deletions), ``hf_hub_download``, ``HfFileSystem`` (``hf://``), ``load_dataset`` (plain and
+``streaming=True``), ``DatasetCard.load``/``validate``. Dataset repos only: no models, spaces, pull requests, tags,
+repo settings or deletion (advgen never calls them). Use it through the ``hub_server`` fixture of
+``tests/support/conftest_hub.py`` (which must configure ``HF_ENDPOINT`` before ``huggingface_hub`` is imported).
 
 Behaviours (what the server does, and why):
 
 * Storage is in memory. Every repo is a real commit graph: each commit gets a 40-hex sha, keeps its parent and the
-  full file snapshot; branches/tags/``refs/pr/N`` point to commits. ``revision`` may be a branch, a tag, a
-  ``refs/pr/N``, a full sha or a unique sha prefix (>= 7 hex). Like the real Hub, ``create_repo`` makes an
-  ``initial commit`` holding a ``.gitattributes`` (switch off with ``init_gitattributes=False``).
+  full file snapshot; branches point to commits. ``revision`` may be a branch, a full sha or a unique sha prefix
+  (>= 7 hex). Like the real Hub, ``create_repo`` makes an ``initial commit`` holding a ``.gitattributes``.
 * Errors carry the Hub's headers (``X-Error-Code`` / ``X-Error-Message``) so that the client raises the same
   exceptions as against huggingface.co: unknown repo (or private repo you can't see) -> ``RepoNotFound``
   (401 without a token, 404 with one) -> ``RepositoryNotFoundError``; unknown revision -> 404 ``RevisionNotFound`` ->
   ``RevisionNotFoundError``; missing file -> 404 ``EntryNotFound`` -> ``(Remote)EntryNotFoundError``.
 * Auth: ``Authorization: Bearer <token>``. A token the server doesn't know is rejected with 401 "Invalid credentials in
   Authorization header" on *every* endpoint (what huggingface.co does; the client then raises a plain
-  ``HfHubHTTPError``). Public repos are readable anonymously, private repos need a token of a user that owns the
-  namespace. Writes (create/delete repo, preupload, LFS batch, commit, branch/tag, settings) need a token:
-  none -> 401, read-only token -> 403, namespace not owned -> 403. Tokens: ``VALID_TOKEN`` (user ``test-user``,
-  write, member of org ``test-org``), ``READ_TOKEN`` (same user, read-only), ``OTHER_TOKEN`` (user ``other-user``).
+  ``HfHubHTTPError``). Public repos are readable anonymously, private repos need a token of the user that owns the
+  namespace. Writes (create repo, preupload, LFS batch, commit, branch) need a token: none -> 401, read-only token
+  -> 403, namespace not owned -> 403. Tokens: ``VALID_TOKEN`` (user ``test-user``, write), ``READ_TOKEN`` (same
+  user, read-only), ``OTHER_TOKEN`` (user ``other-user``).
 * Uploads. ``preupload`` answers ``uploadMode`` per file like the Hub: ``"lfs"`` if the path matches a
   ``filter=lfs`` pattern of the repo's ``.gitattributes``, or the file is >= 10 MiB, or its 512-byte sample contains
-  a NUL byte (binary); otherwise ``"regular"`` (``lfs="never"`` / ``"always"`` force a mode). It also returns the
+  a NUL byte (binary); otherwise ``"regular"``. It also returns the
   ``oid`` of the file currently stored at that path (git blob sha1 for regular files, sha256 for LFS files -- the
   same ids the client computes locally), which is how the client skips unchanged files.
   LFS files go through ``POST /{datasets/}{repo}.git/info/lfs/objects/batch`` (basic transfer: a pre-signed PUT
   URL + a verify URL; objects already stored in the repo get no ``actions``, so they are not re-uploaded) and then
   appear in the commit as ``lfsFile`` lines.
-* ``POST .../commit/{rev}`` takes the NDJSON payload (``header``, ``file`` (base64), ``lfsFile``, ``deletedFile``,
-  ``deletedFolder``). It checks ``parentCommit`` (412 if the branch moved), rejects unknown LFS objects (400),
-  deleting missing paths (404 ``EntryNotFound``, "A file with this name doesn't exist"), committing onto a tag or sha
-  (400), and supports ``create_pr=1`` (creates ``refs/pr/N``). Like the real Hub (see huggingface_hub issue #1411)
-  an *empty* commit request is accepted and creates a new commit with an unchanged tree
-  (``allow_empty_commits=False`` makes it a 400 instead). huggingface_hub 2.4.0 never sends one for unchanged
-  files: ``create_commit`` drops every addition whose preupload ``oid`` equals the local oid, and if nothing is left
+* ``POST .../commit/{rev}`` takes the NDJSON payload (``header``, ``file`` (base64), ``lfsFile``, ``deletedFile``).
+  It checks ``parentCommit`` (412 if the branch moved), rejects unknown LFS objects (400), deleting missing paths
+  (404 ``EntryNotFound``, "A file with this name doesn't exist") and committing onto a sha (400). Like the real Hub
+  (see huggingface_hub issue #1411) an *empty* commit request is accepted and creates a new commit with an unchanged
+  tree. huggingface_hub 2.4.0 never sends one for unchanged files: ``create_commit`` drops every addition whose preupload ``oid`` equals the local oid, and if nothing is left
   it logs "No files have been modified since last commit. Skipping to prevent empty commit." and returns the current
   head (``GET /api/{type}s/{repo}/revision/{rev}``) without calling ``/commit``.
 * ``GET .../resolve/{rev}/{path}`` (and HEAD) serves the bytes directly (no CDN redirect) with ``ETag`` (git blob sha1,
   or sha256 for LFS files, plus ``X-Linked-Etag``/``X-Linked-Size`` for LFS), ``X-Repo-Commit``, ``Content-Length``,
   ``Accept-Ranges`` and single ``Range`` requests (206 / 416).
-* Listings: ``tree/{rev}[/{path}]`` (``recursive``, ``expand``; listing a file path returns the file) and
-  ``commits/{rev}`` are paginated with a GitHub-style ``Link: <...>; rel="next"`` header (``page_size``, default
-  1000, or 50 with ``expand``, like the Hub). ``paths-info`` accepts form or JSON bodies.
-* Also: ``whoami-v2``, ``repos/create`` (409 when it exists, so ``exist_ok=True`` works), ``repos/delete``,
-  ``settings`` (visibility), ``refs``, ``branch``, ``tag``, ``validate-yaml`` (parses the README front matter when
-  PyYAML is importable), ``agent-harnesses`` (empty registry), for datasets, models and spaces.
-* Not implemented: xet storage (the fixture sets ``HF_HUB_DISABLE_XET=1``), LFS multipart, the dataset viewer
-  (``datasets`` asks ``datasets-server.<endpoint host>``, which doesn't resolve, and falls back silently),
-  discussions, gated repos.
+* Listings: ``tree/{rev}[/{path}]`` (``recursive``, ``expand``; listing a file path returns the file) is paginated
+  with a GitHub-style ``Link: <...>; rel="next"`` header (``page_size``, default 1000, or 50 with ``expand``, like
+  the Hub). ``paths-info`` accepts form or JSON bodies.
+* Also: ``whoami-v2``, ``repos/create`` (409 when it exists, so ``exist_ok=True`` works), ``refs`` (branches; no
+  tags), ``branch`` (create), ``validate-yaml`` (parses the README front matter), ``agent-harnesses`` (empty
+  registry, asked for by huggingface_hub's login helpers).
+* Not implemented: models and spaces, pull requests, tags, commit listings, repo settings and deletion, xet storage
+  (the fixture sets ``HF_HUB_DISABLE_XET=1``), LFS multipart, the dataset viewer (``datasets`` asks
+  ``datasets-server.<endpoint host>``, which doesn't resolve, and falls back silently), discussions, gated repos.
 * Requests are handled on their own threads but under one lock (state changes are atomic). A bug in the server
   answers 599 with the traceback on stderr (a 5xx in 500-504 would make the client retry with backoff).
 * Test helpers: ``requests_log`` (every request as ``(method, path, headers)`` with lowercase header names, plus a
-  ``.status`` attribute), ``commits()``, ``files()``, ``repo_exists()``, ``create_repo()``,
-  ``inject_failure()`` (make the next matching request(s) fail with a given status).
+  ``.status`` attribute), ``requests_matching()``, ``commits()``, ``commit_info()``, ``files()``, ``lfs_files()``,
+  ``repo_exists()``, ``create_repo()``.
 """
 
 from __future__ import annotations
@@ -70,6 +68,7 @@ import itertools
 import json
 import re
 import secrets
+import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -80,12 +79,10 @@ VALID_TOKEN = "hf_test_valid_token"
 READ_TOKEN = "hf_test_read_token"
 OTHER_TOKEN = "hf_test_other_user_token"
 USER = "test-user"
-ORG = "test-org"
 OTHER_USER = "other-user"
 
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
-REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
-URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+REPO_TYPE = "dataset"           # the only kind advgen publishes
 
 # Trimmed copy of the .gitattributes the Hub puts in a new repo.
 DEFAULT_GITATTRIBUTES = "".join(
@@ -168,29 +165,19 @@ class Repo:
     created_at: _dt.datetime
     commits: dict[str, Commit] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)
-    prs: dict[int, str] = field(default_factory=dict)
     lfs_objects: dict[str, bytes] = field(default_factory=dict)
-    gated: Any = False
 
     @property
     def namespace(self) -> str:
         return self.repo_id.split("/")[0]
 
     def resolve(self, revision: str) -> str | None:
-        """Revision (branch, tag, refs/..., sha or sha prefix) -> commit oid, or None."""
+        """Revision (branch, refs/heads/..., sha or sha prefix) -> commit oid, or None."""
         rev = revision
         if rev.startswith("refs/heads/"):
             return self.branches.get(rev[len("refs/heads/") :])
-        if rev.startswith("refs/tags/"):
-            return self.tags.get(rev[len("refs/tags/") :])
-        m = re.fullmatch(r"refs/pr/(\d+)", rev)
-        if m:
-            return self.prs.get(int(m.group(1)))
         if rev in self.branches:
             return self.branches[rev]
-        if rev in self.tags:
-            return self.tags[rev]
         if re.fullmatch(r"[0-9a-f]{7,40}", rev):
             matches = [oid for oid in self.commits if oid.startswith(rev)]
             if len(matches) == 1:
@@ -246,18 +233,17 @@ class LoggedRequest(tuple):
         return f"LoggedRequest({self[0]} {self[1]} -> {self.status})"
 
 
-@dataclass
-class _Failure:
-    status: int
-    method: str | None
-    path_regex: re.Pattern
-    times: int
-    message: str
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # The server
 # --------------------------------------------------------------------------------------------------------------------
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client that closes its connection early (a reset) is normal here, not a traceback in the test log."""
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
 
 
 class HubServer:
@@ -270,19 +256,11 @@ class HubServer:
         *,
         page_size: int = 1000,
         expand_page_size: int = 50,
-        lfs: str = "auto",
-        init_gitattributes: bool = True,
-        allow_empty_commits: bool = True,
     ):
-        if lfs not in ("auto", "never", "always"):
-            raise ValueError("lfs must be 'auto', 'never' or 'always'")
         self.host = host
         self.port = port
         self.page_size = page_size
         self.expand_page_size = expand_page_size
-        self.lfs = lfs
-        self.init_gitattributes = init_gitattributes
-        self.allow_empty_commits = allow_empty_commits
         self.token = VALID_TOKEN
         self.read_token = READ_TOKEN
         self.other_token = OTHER_TOKEN
@@ -292,13 +270,11 @@ class HubServer:
             READ_TOKEN: (USER, "read"),
             OTHER_TOKEN: (OTHER_USER, "write"),
         }
-        self.orgs: dict[str, list[str]] = {USER: [ORG], OTHER_USER: []}
         self.repos: dict[tuple[str, str], Repo] = {}
         self.requests_log: list[LoggedRequest] = []
         self._lock = threading.RLock()
         self._counter = itertools.count()
         self._lfs_tickets: dict[str, tuple[tuple[str, str], str, int]] = {}
-        self._failures: list[_Failure] = []
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -309,7 +285,7 @@ class HubServer:
 
     def start(self) -> "HubServer":
         handler = type("_BoundHubHandler", (_HubRequestHandler,), {"hub": self})
-        self._httpd = ThreadingHTTPServer((self.host, self.port), handler)
+        self._httpd = _QuietServer((self.host, self.port), handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="hubserver", daemon=True)
@@ -333,7 +309,6 @@ class HubServer:
 
     # ---------------------------------------------------------------- helpers for tests
     def _repo(self, repo_id: str, repo_type: str) -> Repo:
-        repo_type = repo_type or "model"
         try:
             return self.repos[(repo_type, repo_id)]
         except KeyError:
@@ -341,7 +316,7 @@ class HubServer:
 
     def repo_exists(self, repo_id: str, repo_type: str = "dataset") -> bool:
         with self._lock:
-            return (repo_type or "model", repo_id) in self.repos
+            return (repo_type, repo_id) in self.repos
 
     def commits(self, repo_id: str, repo_type: str = "dataset", revision: str = "main") -> list[str]:
         """Commit shas reachable from ``revision`` (first parents), oldest first (``[-1]`` is the head)."""
@@ -378,19 +353,10 @@ class HubServer:
             if (repo_type, repo_id) in self.repos:
                 raise ValueError(f"{repo_type} repo {repo_id} already exists")
             repo = Repo(repo_type=repo_type, repo_id=repo_id, private=private, created_at=_now())
-            files = {".gitattributes": Blob(DEFAULT_GITATTRIBUTES.encode())} if self.init_gitattributes else {}
+            files = {".gitattributes": Blob(DEFAULT_GITATTRIBUTES.encode())}
             self._new_commit(repo, None, files, "initial commit", "", "system", branch="main")
             self.repos[(repo_type, repo_id)] = repo
             return repo
-
-    def inject_failure(
-        self, path_regex: str, status: int = 500, *, method: str | None = None, times: int = 1, message: str = ""
-    ) -> None:
-        """Answer ``status`` to the next ``times`` requests whose raw path matches ``path_regex`` (re.search)."""
-        with self._lock:
-            self._failures.append(
-                _Failure(status, method.upper() if method else None, re.compile(path_regex), times, message)
-            )
 
     def clear_log(self) -> None:
         with self._lock:
@@ -416,7 +382,6 @@ class HubServer:
         author: str,
         *,
         branch: str | None = None,
-        pr: int | None = None,
     ) -> Commit:
         date = _now()
         tree_digest = hashlib.sha1(
@@ -429,28 +394,12 @@ class HubServer:
         repo.commits[oid] = commit
         if branch is not None:
             repo.branches[branch] = oid
-        if pr is not None:
-            repo.prs[pr] = oid
         return commit
 
-    def _check_failure(self, method: str, path: str) -> _Failure | None:
-        with self._lock:
-            for failure in self._failures:
-                if failure.times > 0 and (failure.method in (None, method)) and failure.path_regex.search(path):
-                    failure.times -= 1
-                    return failure
-            self._failures = [f for f in self._failures if f.times > 0]
-        return None
-
-    def _namespaces(self, user: str) -> set[str]:
-        return {user, *self.orgs.get(user, [])}
-
     def _can_read(self, repo: Repo, user: str | None) -> bool:
-        return not repo.private or (user is not None and repo.namespace in self._namespaces(user))
+        return not repo.private or repo.namespace == user
 
     def _upload_mode(self, files: dict[str, Blob], path: str, size: int, sample: bytes) -> str:
-        if self.lfs != "auto":
-            return "lfs" if self.lfs == "always" and size > 0 else "regular"
         if size >= LFS_SIZE_THRESHOLD:
             return "lfs"
         if b"\0" in sample:
@@ -505,20 +454,6 @@ def _matches_lfs_attributes(gitattributes: str, path: str) -> bool:
     return lfs
 
 
-def _gitignored(gitignore: str, path: str) -> bool:
-    ignored = False
-    for line in gitignore.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        negate = line.startswith("!")
-        if negate:
-            line = line[1:]
-        if _path_matches(line, path):
-            ignored = not negate
-    return ignored
-
-
 def _read_card_data(files: dict[str, Blob]) -> dict | None:
     readme = files.get("README.md")
     if readme is None:
@@ -541,12 +476,11 @@ def _read_card_data(files: dict[str, Blob]) -> dict | None:
 def _split_revision(segs: list[str]) -> tuple[str, list[str]]:
     """Split raw (still percent-encoded) path segments into (revision, rest).
 
-    Revisions are percent-encoded by the client (``refs%2Fpr%2F1``) except ``refs/pr/N`` and ``refs/convert/X``
-    which ``HfFileSystem`` may send unencoded.
+    Revisions are percent-encoded by the client except ``refs/heads/X``, which ``HfFileSystem`` may send unencoded.
     """
     if not segs or segs[0] == "":
         raise HttpError(400, "Missing revision")
-    if unquote(segs[0]) == "refs" and len(segs) >= 3 and segs[1] in ("pr", "convert", "heads", "tags"):
+    if unquote(segs[0]) == "refs" and len(segs) >= 3 and segs[1] == "heads":
         return f"refs/{unquote(segs[1])}/{unquote(segs[2])}", segs[3:]
     return unquote(segs[0]), segs[1:]
 
@@ -618,9 +552,6 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
         self.query = parse_qs(self.split.query, keep_blank_values=True)
         self.base_url = f"http://{self.headers.get('Host') or f'{hub.host}:{hub.port}'}"
         try:
-            failure = hub._check_failure(method, self.path)
-            if failure is not None:
-                raise HttpError(failure.status, failure.message or f"Injected failure ({failure.status})")
             status, headers, body = self._route()
         except HttpError as err:
             headers = {"Content-Type": "application/json", **err.headers}
@@ -681,7 +612,7 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
             raise HttpError(401, "You must be authenticated to write to this repository.")
         if role != "write":
             raise HttpError(403, "This token has read-only access: a write token is required.")
-        if namespace not in self.hub._namespaces(user):
+        if namespace != user:
             raise HttpError(403, f"You don't have the rights to write to the namespace {namespace}.")
         return user
 
@@ -713,11 +644,10 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
                     return self._lfs_put(segs[2])
                 if segs[1] == "verify" and m == "POST":
                     return self._lfs_verify(segs[2])
-            # /{datasets|spaces/}ns/name/resolve/rev/path and /{datasets|spaces/}ns/name.git/info/lfs/objects/batch
-            repo_type = "model"
-            rest = segs
-            if segs and segs[0] in ("datasets", "spaces") and len(segs) >= 4:
-                repo_type, rest = REPO_TYPES[segs[0]], segs[1:]
+            # /datasets/ns/name/resolve/rev/path and /datasets/ns/name.git/info/lfs/objects/batch
+            repo_type, rest = REPO_TYPE, segs[1:]
+            if segs[:1] != ["datasets"]:
+                raise HttpError(404, f"Not found: {self.method} {self.split.path} (the test Hub has datasets only)")
             if len(rest) >= 4 and rest[2] == "resolve" and m in ("GET", "HEAD"):
                 repo_id = f"{unquote(rest[0])}/{unquote(rest[1])}"
                 revision, path_segs = _split_revision(rest[3:])
@@ -734,14 +664,12 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
             return self._whoami()
         if segs == ["repos", "create"] and m == "POST":
             return self._create_repo()
-        if segs == ["repos", "delete"] and m == "DELETE":
-            return self._delete_repo()
         if segs == ["validate-yaml"] and m == "POST":
             return self._validate_yaml()
         if segs == ["agent-harnesses"] and m == "GET":
             return self._json({"standardEnvVars": [], "harnesses": {}})
-        if len(segs) >= 3 and segs[0] in REPO_TYPES:
-            repo_type = REPO_TYPES[segs[0]]
+        if len(segs) >= 3 and segs[0] == "datasets":
+            repo_type = REPO_TYPE
             repo_id = f"{unquote(segs[1])}/{unquote(segs[2])}"
             rest = segs[3:]
             action = rest[0] if rest else None
@@ -764,17 +692,10 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
             if action == "commit" and m == "POST" and len(rest) >= 2:
                 revision, _ = _split_revision(rest[1:])
                 return self._commit(repo_type, repo_id, revision)
-            if action == "commits" and m == "GET" and len(rest) >= 2:
-                revision, _ = _split_revision(rest[1:])
-                return self._list_commits(repo_type, repo_id, revision)
             if action == "refs" and m == "GET":
                 return self._refs(repo_type, repo_id)
-            if action == "branch" and len(rest) >= 2 and m in ("POST", "DELETE"):
+            if action == "branch" and len(rest) >= 2 and m == "POST":
                 return self._branch(repo_type, repo_id, unquote("/".join(rest[1:])))
-            if action == "tag" and len(rest) >= 2 and m in ("POST", "DELETE"):
-                return self._tag(repo_type, repo_id, unquote("/".join(rest[1:])))
-            if action == "settings" and m == "PUT":
-                return self._settings(repo_type, repo_id)
         raise HttpError(404, f"Not found: {self.method} {self.split.path}")
 
     # -------------------------------------------------------------- account / repos
@@ -790,7 +711,7 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
                 "email": f"{user}@example.com",
                 "emailVerified": True,
                 "isPro": False,
-                "orgs": [{"type": "org", "name": o, "roleInOrg": "admin"} for o in self.hub.orgs.get(user, [])],
+                "orgs": [],
                 "auth": {"type": "access_token", "accessToken": {"displayName": "tests", "role": role}},
             }
         )
@@ -804,39 +725,16 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
         namespace = body.get("organization") or user
         self._require_write(namespace)
         repo_type = body.get("type") or "model"
-        if repo_type not in URL_PREFIX:
-            raise HttpError(400, f"Invalid repo type {repo_type}")
+        if repo_type != REPO_TYPE:
+            raise HttpError(400, f"The test Hub has dataset repos only, not {repo_type!r}")
         repo_id = f"{namespace}/{name}"
-        url = f"{self.base_url}/{URL_PREFIX[repo_type]}{repo_id}"
+        url = f"{self.base_url}/datasets/{repo_id}"
         if (repo_type, repo_id) in self.hub.repos:
             return self._json({"error": f"You already created this {repo_type} repo", "url": url}, 409)
         visibility = body.get("visibility")
         private = visibility in ("private", "protected") if visibility is not None else bool(body.get("private"))
         self.hub.create_repo(repo_id, repo_type, private=private)
         return self._json({"url": url, "name": repo_id, "id": repo_id})
-
-    def _delete_repo(self):
-        body = self._json_body()
-        user = self._require_user()
-        repo_type = body.get("type") or "model"
-        repo_id = f"{body.get('organization') or user}/{body.get('name')}"
-        repo = self.hub.repos.get((repo_type, repo_id))
-        if repo is None or not self.hub._can_read(repo, user):
-            raise _repo_not_found(user)
-        self._require_write(repo.namespace)
-        del self.hub.repos[(repo_type, repo_id)]
-        return 200, {"Content-Type": "text/plain"}, b"OK"
-
-    def _settings(self, repo_type, repo_id):
-        repo, _ = self._get_repo(repo_type, repo_id, write=True)
-        body = self._json_body()
-        if "visibility" in body:
-            repo.private = body["visibility"] in ("private", "protected")
-        if "private" in body:
-            repo.private = bool(body["private"])
-        if "gated" in body:
-            repo.gated = body["gated"]
-        return self._json({"private": repo.private, "gated": repo.gated})
 
     def _validate_yaml(self):
         self._auth()
@@ -877,7 +775,7 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
             "lastModified": _iso(commit.date),
             "createdAt": _iso(repo.created_at),
             "private": repo.private,
-            "gated": repo.gated,
+            "gated": False,
             "disabled": False,
             "downloads": 0,
             "likes": 0,
@@ -888,10 +786,6 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
         card = _read_card_data(commit.files)
         if card is not None:
             info["cardData"] = card
-        if repo_type == "model":
-            info["modelId"] = repo_id
-        if repo_type == "space":
-            info["sdk"] = "static"
         return self._json(info)
 
     # -------------------------------------------------------------- listings
@@ -990,24 +884,6 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
                 out.append(entry)
         return self._json(out)
 
-    def _list_commits(self, repo_type, repo_id, revision):
-        repo, _ = self._get_repo(repo_type, repo_id)
-        commit = self._resolve(repo, revision)
-        items = [
-            {
-                "id": c.oid,
-                "title": c.title,
-                "message": c.message,
-                "authors": [{"user": c.author, "avatar": None}],
-                "date": _iso(c.date),
-            }
-            for c in repo.history(commit.oid)
-        ]
-        if self.query.get("expand[]") == ["formatted"]:
-            for item in items:
-                item["formatted"] = {"title": item["title"], "message": item["message"]}
-        return self._paginate(items, self.hub.expand_page_size, {k: v[-1] for k, v in self.query.items() if k != "cursor"})
-
     def _refs(self, repo_type, repo_id):
         repo, _ = self._get_repo(repo_type, repo_id)
 
@@ -1017,42 +893,17 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
         out = {
             "branches": [ref(n, f"refs/heads/{n}", o) for n, o in sorted(repo.branches.items())],
             "converts": [],
-            "tags": [ref(n, f"refs/tags/{n}", o) for n, o in sorted(repo.tags.items())],
+            "tags": [],
         }
-        if _truthy(self.query.get("include_prs", ["0"])):
-            out["pullRequests"] = [ref(f"refs/pr/{n}", f"refs/pr/{n}", o) for n, o in sorted(repo.prs.items())]
         return self._json(out)
 
     def _branch(self, repo_type, repo_id, branch):
         repo, user = self._get_repo(repo_type, repo_id, write=True)
-        if self.method == "DELETE":
-            if branch not in repo.branches:
-                raise _revision_not_found(branch)
-            if branch == "main":
-                raise HttpError(403, "Cannot delete the default branch")
-            del repo.branches[branch]
-            return self._json({})
         body = self._json_body() if self.body else {}
         if branch in repo.branches:
             raise HttpError(409, "Reference already exists")
         start = body.get("startingPoint") or "main"
         repo.branches[branch] = self._resolve(repo, start).oid
-        return self._json({})
-
-    def _tag(self, repo_type, repo_id, name):
-        repo, user = self._get_repo(repo_type, repo_id, write=True)
-        if self.method == "DELETE":
-            if name not in repo.tags:
-                raise _revision_not_found(name)
-            del repo.tags[name]
-            return self._json({})
-        body = self._json_body()
-        tag = body.get("tag")
-        if not tag:
-            raise HttpError(400, "Missing tag name")
-        if tag in repo.tags:
-            raise HttpError(409, "Tag reference already exists")
-        repo.tags[tag] = self._resolve(repo, name).oid  # `name` is the revision to tag here
         return self._json({})
 
     # -------------------------------------------------------------- downloads
@@ -1090,17 +941,11 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
     # -------------------------------------------------------------- uploads
     def _preupload(self, repo_type, repo_id, revision):
         repo, _ = self._get_repo(repo_type, repo_id, write=True)
-        create_pr = _truthy(self.query.get("create_pr", ["0"]))
         oid = repo.resolve(revision)
         if oid is None:
-            if not create_pr:
-                raise _revision_not_found(revision)
-            oid = repo.branches["main"]
+            raise _revision_not_found(revision)
         files = repo.commits[oid].files
         body = self._json_body()
-        gitignore = body.get("gitIgnore")
-        if gitignore is None and ".gitignore" in files:
-            gitignore = files[".gitignore"].content.decode("utf-8", "replace")
         out = []
         for f in body.get("files", []):
             path = f["path"]
@@ -1110,7 +955,7 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
                 {
                     "path": path,
                     "uploadMode": self.hub._upload_mode(files, path, int(f.get("size", 0)), sample),
-                    "shouldIgnore": bool(gitignore) and _gitignored(gitignore, path),
+                    "shouldIgnore": False,
                     "oid": existing.upload_oid if existing is not None else None,
                 }
             )
@@ -1175,7 +1020,6 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
 
     def _commit(self, repo_type, repo_id, revision):
         repo, user = self._get_repo(repo_type, repo_id, write=True)
-        create_pr = _truthy(self.query.get("create_pr", ["0"]))
         lines = []
         for raw in self.body.splitlines():
             if raw.strip():
@@ -1191,30 +1035,16 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
             raise HttpError(400, "Commit summary is required")
         parent_commit = header.get("parentCommit")
 
-        # Where does the commit go?
-        branch = None
-        pr_num = None
+        # The commit goes onto a branch, whose head must still be parentCommit when that is given.
         target = repo.resolve(revision)
         if target is None:
             raise _revision_not_found(revision)
-        if create_pr:
-            base = parent_commit or target
-            if base not in repo.commits:
-                raise _revision_not_found(base)
-            pr_num = max(repo.prs, default=0) + 1
-        else:
-            m = re.fullmatch(r"refs/pr/(\d+)", revision)
-            if m:
-                pr_num = int(m.group(1))
-            else:
-                branch = revision[len("refs/heads/") :] if revision.startswith("refs/heads/") else revision
-                if branch not in repo.branches:
-                    raise HttpError(400, f"Invalid rev id: {revision} is not a branch")
-            if parent_commit is not None and parent_commit != target:
-                raise HttpError(
-                    412, "A commit has happened since. Please refresh and try again.", "PreconditionFailed"
-                )
-            base = target
+        branch = revision[len("refs/heads/") :] if revision.startswith("refs/heads/") else revision
+        if branch not in repo.branches:
+            raise HttpError(400, f"Invalid rev id: {revision} is not a branch")
+        if parent_commit is not None and parent_commit != target:
+            raise HttpError(412, "A commit has happened since. Please refresh and try again.", "PreconditionFailed")
+        base = target
 
         files = dict(repo.commits[base].files)
         for line in lines[1:]:
@@ -1241,30 +1071,19 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
                 if path not in files:
                     raise HttpError(404, f"A file with this name doesn't exist: {path}", "EntryNotFound")
                 del files[path]
-            elif key == "deletedFolder":
-                prefix = path.rstrip("/") + "/"
-                doomed = [p for p in files if p.startswith(prefix)]
-                if not doomed:
-                    raise HttpError(404, f"A file with this name doesn't exist: {path}", "EntryNotFound")
-                for p in doomed:
-                    del files[p]
             else:
                 raise HttpError(400, f"Unknown operation key: {key!r}")
-        if not self.hub.allow_empty_commits and files == repo.commits[base].files:
-            raise HttpError(400, "No changes to commit")
-        commit = self.hub._new_commit(
-            repo, base, files, summary, header.get("description") or "", user, branch=branch, pr=pr_num
-        )
-        url = f"{self.base_url}/{URL_PREFIX[repo_type]}{repo_id}"
+        commit = self.hub._new_commit(repo, base, files, summary, header.get("description") or "", user, branch=branch)
+        url = f"{self.base_url}/datasets/{repo_id}"
         return self._json(
             {
                 "success": True,
                 "commitOid": commit.oid,
                 "commitUrl": f"{url}/commit/{commit.oid}",
                 "hookOutput": "",
-                "pullRequestUrl": f"{url}/discussions/{pr_num}" if create_pr else None,
+                "pullRequestUrl": None,
             }
         )
 
 
-__all__ = ["HubServer", "VALID_TOKEN", "READ_TOKEN", "OTHER_TOKEN", "USER", "ORG", "git_blob_oid"]
+__all__ = ["HubServer", "VALID_TOKEN", "READ_TOKEN", "OTHER_TOKEN", "USER", "git_blob_oid"]
