@@ -31,15 +31,18 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 from urllib.parse import quote
 
+from tqdm.auto import tqdm
+
 from advgen.cli import parser, run
 from advgen.errors import CardError, OutputError
-from advgen.recipe import TARGETS_OF
+from advgen.recipe import DIGITS_SPLIT_SEED, DIGITS_TEST_FRACTION, TARGETS_OF
 from advgen.writers.layout import MANIFEST, check_files, read_manifest
 
 TEMPLATE = "dataset_card.md.j2"
@@ -55,7 +58,7 @@ def template_dir() -> Path:
                     f"{here / 'dataset_cards'}; reinstall advgen (pip install advgen)")
 
 # Where an output's files go in the repo (see repo_layout).
-REPO_DATA_DIR, REPO_WDS_DIR, REPO_MANIFEST_DIR = "data", "webdataset", "manifests"
+REPO_DATA_DIR, REPO_WDS_DIR, REPO_MANIFEST_DIR, REPO_ASSETS_DIR = "data", "webdataset", "manifests", "assets"
 CONFIG_ORDER = ("d_det", "d_rand", "d_robust", "d_nonrobust")
 
 CONFIGS = {
@@ -133,6 +136,9 @@ def repo_layout(cfg: ConfigSource) -> dict[str, str]:
     for s in cfg.manifest["shards"]:
         files[f"{REPO_WDS_DIR}/{name}/{Path(s['tar']).name}"] = s["tar"]
     files[f"{REPO_MANIFEST_DIR}/{name}.json"] = MANIFEST
+    preview = cfg.manifest.get("preview")
+    if isinstance(preview, dict) and isinstance(preview.get("path"), str):
+        files[f"{REPO_ASSETS_DIR}/{name}.png"] = preview["path"]       # the sample grid the card shows
     return files
 
 
@@ -177,7 +183,11 @@ def load_config(out) -> ConfigSource:
             raise CardError(f"{out}: {rel} has other columns than {parquets[0]}; regenerate the output")
         cfg.num_bytes += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
     cfg.features = Features.from_arrow_schema(schema)
-    check_files(out, manifest)
+    total = sum((out / sh[k]).stat().st_size for sh in manifest["shards"] for k in ("tar", "parquet")
+                if isinstance(sh.get(k), str) and (out / sh[k]).is_file())
+    with tqdm(total=total, desc=f"checksums of {out.name}", unit="B", unit_scale=True, leave=False,
+              disable=total < CHECKSUM_BAR_BYTES) as bar:
+        check_files(out, manifest, progress=bar.update)
     return cfg
 
 
@@ -303,19 +313,49 @@ def source_label(src: dict) -> str:
         return "scikit-learn digits"
     if kind == "synthetic":
         return "synthetic blobs (test data, not a paper dataset)"
-    if kind == "hf" and not _is_local(path):
-        return path
+    if kind == "hf":
+        return source_hub_id(src) or Path(path.rstrip("/")).name or kind
     return Path(path.rstrip("/")).name or kind
 
 
-def source_dataset_id(src: dict) -> str:
-    """The `source_datasets` entry: extended|<hub id> where there is one."""
+CHECKSUM_BAR_BYTES = 256 << 20    # hashing runs ~1 s per GB: a bar for outputs that take a moment
+DIGITS_ROWS = 1797      # len(sklearn.datasets.load_digits().images)
+PAPER_URL = "https://arxiv.org/abs/1905.02175"
+# Local copies of Hub datasets, known by their folder name: the card names the Hub id they mirror.
+HUB_IDS = {"cifar10": "uoft-cs/cifar10", "cifar100": "uoft-cs/cifar100", "mnist": "ylecun/mnist",
+           "fashion_mnist": "zalando-datasets/fashion_mnist", "svhn": "ufldl-stanford/svhn"}
+# Licences of the source images, as their publishers state them ("unknown" where they state none). The generated
+# images are derived from them (and from a model the user trained), so the card inherits the source's licence.
+SOURCE_LICENSES = {"uoft-cs/cifar10": "unknown", "uoft-cs/cifar100": "unknown", "ylecun/mnist": "mit",
+                   "zalando-datasets/fashion_mnist": "mit", "ufldl-stanford/svhn": "other",
+                   "sklearn-digits": "cc-by-4.0"}
+LICENSE_NOTES = {"unknown": "its publishers state no licence", "cc-by-4.0": "CC BY 4.0 (UCI Machine Learning "
+                 "Repository, *Optical Recognition of Handwritten Digits*)", "mit": "MIT",
+                 "other": "see the source dataset's own terms"}
+
+
+def source_hub_id(src: dict) -> Optional[str]:
+    """The Hub id of the source dataset: its path when it is one, the id a local copy mirrors (by folder name)."""
     kind, path = src.get("kind"), src.get("path") or ""
-    if kind == "hf" and not _is_local(path):
-        return f"extended|{path}"
-    if kind == "digits":
-        return "extended|sklearn-digits"
-    return f"extended|{source_label(src)}"
+    if kind != "hf":
+        return None
+    if not _is_local(path):
+        return path
+    return HUB_IDS.get(Path(path.rstrip("/")).name.lower())
+
+
+def source_dataset_id(src: dict) -> str:
+    """The `source_datasets` entry: the Hub id where there is one (also for a local copy of a Hub dataset)."""
+    hub = source_hub_id(src)
+    if hub:
+        return hub
+    if src.get("kind") == "digits":
+        return "sklearn-digits"
+    return source_label(src)
+
+
+def source_license(src: dict) -> str:
+    return SOURCE_LICENSES.get(source_dataset_id(src), "unknown")
 
 
 def norm_label(norm) -> str:
@@ -335,6 +375,29 @@ def _model_ref(recipe: dict) -> str:
     if m.get("checkpoint"):
         return f"`{Path(m['checkpoint']).name}`"
     return "—"
+
+
+def test_split_code(src: dict) -> str:
+    """Python that loads the test split a model trained on this config must be evaluated on, without advgen."""
+    kind, hub = src.get("kind"), source_hub_id(src)
+    if kind == "digits":
+        return ("import numpy as np\nfrom sklearn.datasets import load_digits\n"
+                "from sklearn.model_selection import train_test_split\n\n"
+                "d = load_digits()      # advgen's split; source_index is the row of load_digits()\n"
+                f"train_rows, test_rows = train_test_split(np.arange({DIGITS_ROWS}), test_size={DIGITS_TEST_FRACTION}, "
+                f"random_state={DIGITS_SPLIT_SEED}, stratify=d.target)\n"
+                "x_test = np.rint(d.images[test_rows] * 255 / 16).astype(np.uint8)   # pixels as advgen scales them\n"
+                "y_test = d.target[test_rows]")
+    if hub:
+        return (f'from datasets import load_dataset\n\n'
+                f'test = load_dataset("{hub}", split="{src.get("test_split") or "test"}")')
+    return f"# the {src.get('test_split') or 'test'} split of {source_label(src)}"
+
+
+def index_meaning(src: dict) -> str:
+    if src.get("kind") == "digits":
+        return "the row of `sklearn.datasets.load_digits()`"
+    return f"the row of the `{src.get('split')}` split of {source_label(src)}"
 
 
 def config_view(cfg: ConfigSource) -> dict:
@@ -409,6 +472,9 @@ def config_view(cfg: ConfigSource) -> dict:
         "advgen_version": m.get("advgen_version"), "git_sha": m.get("git_sha"),
         "results": [result_view(x, cfg.name) for x in cfg.results],
         "model_mismatch": (cfg.name == "d_robust") != bool(ck.get("adversarial")),
+        "preview": f"{REPO_ASSETS_DIR}/{cfg.name}.png" if f"{REPO_ASSETS_DIR}/{cfg.name}.png" in layout else None,
+        "index_meaning": index_meaning(src), "test_code": test_split_code(src),
+        "license": source_license(src), "license_note": LICENSE_NOTES.get(source_license(src), source_license(src)),
     }
 
 
@@ -477,29 +543,65 @@ def png_float_rows(cfgs: list[ConfigSource]) -> list[dict]:
 
 
 def card_data(cfgs: list[ConfigSource], pretty_name: str):
-    from datasets import DatasetInfo, SplitDict, SplitInfo
+    from datasets import ClassLabel, DatasetInfo, SplitDict, SplitInfo
     from huggingface_hub import DatasetCardData
 
     infos = []
     for c in cfgs:
+        features = c.features.copy()
+        names = c.manifest["source"].get("class_names")
+        if "source_label" in features and names:        # the original label, named like `label`
+            features["source_label"] = ClassLabel(names=list(names))
         splits = SplitDict()
         splits.add(SplitInfo(name="train", num_bytes=c.num_bytes, num_examples=c.manifest["count"]))
         download = sum((c.out / rel).stat().st_size for p, rel in repo_layout(c).items()
                        if p.startswith(REPO_DATA_DIR + "/"))
-        infos.append(DatasetInfo(features=c.features, config_name=c.name, splits=splits, download_size=download,
+        infos.append(DatasetInfo(features=features, config_name=c.name, splits=splits, download_size=download,
                                  dataset_size=c.num_bytes)._to_yaml_dict())
     sources = sorted({source_dataset_id(c.manifest["source"]) for c in cfgs})
+    licenses = sorted({source_license(c.manifest["source"]) for c in cfgs})
     return DatasetCardData(
-        license="mit",
+        license=licenses[0] if len(licenses) == 1 else licenses,
         task_categories=["image-classification"],
         size_categories=[size_category(sum(c.manifest["count"] for c in cfgs))],
         source_datasets=sources,
         tags=TAGS,
         pretty_name=pretty_name,
-        configs=[{"config_name": c.name,
-                  "data_files": [{"split": "train", "path": data_files_pattern(c.name)}]} for c in cfgs],
+        configs=[{"config_name": c.name, **({"default": True} if i == 0 else {}),    # load_dataset(repo) = first
+                  "data_files": [{"split": "train", "path": data_files_pattern(c.name)}]} for i, c in enumerate(cfgs)],
         dataset_info=infos,
     )
+
+
+REPORT_FIGURES = (("accuracy.png", "Figure 2b: standard and robust accuracy per training set, ours beside the paper"),
+                  ("figure2a.png", "Figure 2a: the same source images in D, D̂R and D̂NR"),
+                  ("robustness.png", "Accuracy against the attack radius ε"))
+
+
+def report_figures(report_paths) -> list[dict]:
+    """The figures `advgen verify` drew beside each given report.json, as {path (in the repo), local, caption}:
+    `advgen publish` uploads them under assets/<report name>/ and the card shows them."""
+    out = []
+    for p in map(Path, report_paths):
+        try:
+            name = json.loads(p.read_text()).get("name") or p.parent.name
+        except (OSError, ValueError, AttributeError):
+            continue                           # load_reports names the problem
+        folder = re.sub(r"[^\w.-]", "_", str(name))
+        for fname, caption in REPORT_FIGURES:
+            if (p.parent / fname).is_file():
+                out.append({"path": f"{REPO_ASSETS_DIR}/{folder}/{fname}", "local": p.parent / fname,
+                            "caption": f"{caption} ({name})"})
+    return out
+
+
+def _unique_tests(views: list[dict]) -> list[dict]:
+    """One 'evaluate on' block per source dataset: {source, code, configs}."""
+    out: dict[str, dict] = {}
+    for v in views:
+        block = out.setdefault(v["test_code"], {"source": v["source"], "code": v["test_code"], "configs": []})
+        block["configs"].append(v["name"])
+    return list(out.values())
 
 
 def render_card(outs, reports=(), repo_id: Optional[str] = None, revision: Optional[str] = None,
@@ -528,7 +630,8 @@ def render_card(outs, reports=(), repo_id: Optional[str] = None, revision: Optio
         other_results=[result_view(x) for x in other], png_vs_float=sorted(png_vs_float.items()),
         png_float_rows=png_float_rows(cfgs), any_results=bool(other) or any(v["results"] for v in views),
         data_dir=REPO_DATA_DIR, wds_dir=REPO_WDS_DIR, manifest_dir=REPO_MANIFEST_DIR,
-        sources=sources, total=sum(v["count"] for v in views), rounding=rounding_lines(views))
+        sources=sources, total=sum(v["count"] for v in views), rounding=rounding_lines(views),
+        paper_url=PAPER_URL, tests=_unique_tests(views), figures=report_figures(reports))
     card = DatasetCard(text)       # parses the YAML header back: a broken header fails here, not on the Hub
     return str(card)
 

@@ -55,12 +55,13 @@ from advgen.attacks.inversion import draw_x0, relative_distance
 from advgen.attacks.pgd import choose_targets
 from advgen.cli import parser, run
 from advgen.errors import CheckpointError, RecipeError
-from advgen.models.checkpoint import load_checkpoint, read_meta, readable_sha256
+from advgen.models.checkpoint import load_checkpoint, read_meta
+from advgen.models.files import readable_sha256
 from advgen.models.fast import auto_batch_size, prepare
 from advgen.recipe import (GenerateRecipe, SourceModelRef, TrainRecipe, dump_recipe, load_recipe, saved_differences,
                            to_dict)
 from advgen.sources import Source, load_source
-from advgen.writers.layout import MANIFEST, MARKER_DIR, RECIPE, read_marker, sha256_file
+from advgen.writers.layout import MANIFEST, MARKER_DIR, PREVIEW, RECIPE, read_marker, sha256_file
 from advgen.writers.manifest import (advgen_version, aggregate, git_sha, library_versions, write_hf_readme,
                                      write_manifest)
 from advgen.writers.shards import Sample, clear_shard, write_shard
@@ -385,7 +386,8 @@ def generate(recipe: GenerateRecipe, overwrite: bool = False, redo_mismatched: b
     device = state.device if torch.cuda.is_available() and recipe.device != "cpu" else torch.device("cpu")
     if device.type == "cuda":
         set_deterministic(recipe.deterministic)
-    job, speed = build_job(recipe, ckpt, device)
+    precision, compile_, notes = follow_launcher(recipe)
+    job, speed = build_job(recipe, ckpt, device, precision, compile_)
     source = job.source
     provenance = {"checkpoint_sha256": sha256_file(ckpt), "source_fingerprint": source.fingerprint(),
                   "advgen_version": advgen_version()}
@@ -397,7 +399,11 @@ def generate(recipe: GenerateRecipe, overwrite: bool = False, redo_mismatched: b
     state.wait_for_everyone()
     if state.is_main_process:
         prepare_output(out, recipe, overwrite)
-        print(f"{recipe.name}: {speed}", flush=True)
+        from advgen.report import speed_text
+
+        for note in notes:
+            print(f"{recipe.name}: {note}", flush=True)
+        print(f"{recipe.name}: runs on {speed_text(speed, state.num_processes)}", flush=True)
     state.wait_for_everyone()
     mine = todo[state.process_index::state.num_processes]
     pending = sum(min(size, n - i * size) for i in mine)
@@ -445,16 +451,50 @@ def set_deterministic(on: bool) -> None:
     torch.use_deterministic_algorithms(on, warn_only=True)
 
 
-def build_job(recipe: GenerateRecipe, ckpt: str, device) -> tuple[Job, dict]:
-    """The recipe's attack on `device`, with its source and batch size; and the speed settings that will run."""
+def follow_launcher(recipe: GenerateRecipe, env=None) -> tuple[str, object, list[str]]:
+    """(precision, compile, notes): the recipe's settings reconciled with accelerate's --mixed_precision and
+    --dynamo_backend (ACCELERATE_MIXED_PRECISION / ACCELERATE_DYNAMO_BACKEND, set by `accelerate launch`).
+
+    `precision: auto` follows the launcher's bf16; an explicit recipe value wins over the launcher, and the notes
+    say so. accelerate exports mixed_precision "no" also when it was not asked for (its default), so "no" leaves
+    `auto` to advgen's own choice (bf16 where native); `precision: fp32` in the recipe forces fp32."""
+    env = os.environ if env is None else env
+    mp = env.get("ACCELERATE_MIXED_PRECISION", "").strip().lower()
+    dynamo = env.get("ACCELERATE_DYNAMO_BACKEND", "").strip().upper()
+    precision, compile_, notes = recipe.precision, recipe.compile, []
+    if mp == "fp16":
+        raise RecipeError("accelerate's mixed_precision is fp16, which advgen's attacks do not run in (fp16 gradients "
+                          "underflow over 100-1000 steps); launch with --mixed_precision bf16 or no")
+    if mp in ("bf16", "fp8"):
+        if precision == "auto":
+            precision = "bf16"
+            notes.append(f"precision auto follows accelerate's --mixed_precision {mp}: bf16 autocast")
+        elif precision == "fp32":
+            notes.append(f"precision fp32 (the recipe) wins over accelerate's --mixed_precision {mp}")
+    elif mp == "no" and precision == "bf16":
+        notes.append("precision bf16 (the recipe) wins over accelerate's mixed_precision 'no'")
+    if dynamo and dynamo != "NO":
+        if compile_ == "auto":
+            compile_ = True
+            notes.append(f"compile auto follows accelerate's --dynamo_backend {dynamo.lower()}: torch.compile on")
+        elif compile_ is False:
+            notes.append(f"compile false (the recipe) wins over accelerate's --dynamo_backend {dynamo.lower()}")
+    return precision, compile_, notes
+
+
+def build_job(recipe: GenerateRecipe, ckpt: str, device, precision: Optional[str] = None,
+              compile_=None) -> tuple[Job, dict]:
+    """The recipe's attack on `device`, with its source and batch size; and the speed settings that will run
+    (precision / compile: the recipe's unless given, e.g. reconciled with the launcher by `follow_launcher`)."""
     model = load_checkpoint(ckpt, device=device).eval().requires_grad_(False)
     source = load_source(recipe.source, recipe.source.split)
     check_fit(model, read_meta(ckpt), ckpt, source, device)
     source.fingerprint()                      # on the host copy, before staging (cached, kept by staged())
     if device.type == "cuda":
         source = source.staged(device)        # the whole split on the GPU: no host->device copy per batch
-    fast, dtype = prepare(model, precision=recipe.precision, channels_last=recipe.channels_last,
-                          compile=recipe.compile, fuse_bn=recipe.fuse_bn, device=device)
+    fast, dtype = prepare(model, precision=precision or recipe.precision, channels_last=recipe.channels_last,
+                          compile=recipe.compile if compile_ is None else compile_, fuse_bn=recipe.fuse_bn,
+                          device=device)
     job = JOBS[recipe.dataset](recipe, model, fast, dtype, source, device)
     job = dataclasses.replace(job, batch_size=resolve_batch_size(job))
     speed = {"device": device.type, "autocast": str(dtype).replace("torch.", "") if dtype else "fp32",
@@ -506,6 +546,29 @@ def resolve_batch_size(job: Job) -> int:
     return auto_batch_size(probe, 1024, device=device)
 
 
+PREVIEW_SAMPLES = 8
+
+
+def write_preview(out: Path, tar: str, source: Source, dataset: str) -> bool:
+    """OUT/preview.png: the first samples of shard 0 under the source images they were made from (read back from
+    the shard, so it shows the stored PNGs); False when matplotlib cannot draw it (the dataset does not need it)."""
+    from advgen.report import sample_grid
+    from advgen.writers.reader import TrainSet, read_shard
+    from advgen.writers.shards import decode_png
+
+    samples = list(read_shard(out / tar).values())[:PREVIEW_SAMPLES]
+    ts = TrainSet(images=torch.from_numpy(np.stack([decode_png(s["png"]) for s in samples])),
+                  labels=torch.tensor([int(s["cls"]) for s in samples]), class_names=source.class_names,
+                  source_index=torch.tensor([json.loads(s["json"])["source_index"] for s in samples]),
+                  origin=f"{out} preview")
+    title = {"d_det": "D̂det", "d_rand": "D̂rand", "d_robust": "D̂R", "d_nonrobust": "D̂NR"}.get(dataset, dataset)
+    try:
+        return sample_grid(ts, source, PREVIEW_SAMPLES, out / PREVIEW, title)
+    except (ImportError, RuntimeError, ValueError) as e:       # a figure is a nicety: say so, do not fail the run
+        print(f"advgen generate: no {PREVIEW} ({type(e).__name__}: {e})", file=sys.stderr)
+        return False
+
+
 def finalize(out: Path, recipe: GenerateRecipe, source: Source, ckpt: str, num_shards: int, world_size: int,
              seconds: float, speed: dict, provenance: dict):
     markers = []
@@ -521,6 +584,7 @@ def finalize(out: Path, recipe: GenerateRecipe, source: Source, ckpt: str, num_s
     meta = read_meta(ckpt)
     if recipe.output.hf_export:
         write_hf_readme(out, recipe.name)
+    preview = write_preview(out, markers[0]["tar"], source, recipe.dataset) if markers else False
     manifest = {
         "name": recipe.name, "dataset": recipe.dataset, "advgen_version": advgen_version(), "git_sha": git_sha(),
         "versions": library_versions(),
@@ -536,6 +600,8 @@ def finalize(out: Path, recipe: GenerateRecipe, source: Source, ckpt: str, num_s
         "shards": [{k: m[k] for k in ("tar", "tar_sha256", "parquet", "parquet_sha256", "count") if k in m}
                    for m in markers],
     }
+    if preview:
+        manifest["preview"] = {"path": PREVIEW, "sha256": sha256_file(out / PREVIEW)}
     write_manifest(out, manifest)
     s = manifest["stats"]
     print(f"{recipe.name}: {manifest['count']} samples in {num_shards} shards -> {out}"

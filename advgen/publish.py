@@ -11,6 +11,7 @@ Repo layout (cards.repo_layout; the card's `configs:` point at the parquet files
                                                    "hf://datasets/<repo>/webdataset/<config>/*.tar")
     manifests/<config>.json                    provenance: resolved recipe, checkpoint sha256, shard checksums
                                                (absolute local paths made relative to the output or cut to a name)
+    assets/<config>.png                        the sample grid `generate` drew (preview.png), shown on the card
 
 <config> is manifest["dataset"] (d_det, d_rand, d_robust, d_nonrobust). Every output is checked before anything
 is sent (manifest present, every shard's marker present and agreeing with the manifest, sha256 of every file as
@@ -38,13 +39,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from advgen.cards import (CONFIGS, REPO_DATA_DIR, REPO_MANIFEST_DIR, REPO_WDS_DIR, ConfigSource, human_size,
-                          load_configs, public_manifest, render_card, repo_layout)
+from advgen.cards import (CONFIGS, REPO_ASSETS_DIR, REPO_DATA_DIR, REPO_MANIFEST_DIR, REPO_WDS_DIR, ConfigSource,
+                          human_size, load_configs, public_manifest, render_card, report_figures, repo_layout)
 from advgen.cli import parser, run
 from advgen.errors import CardError, OutputError, PublishError
 from advgen.writers.layout import MANIFEST
 
-MANAGED_DIRS = (REPO_DATA_DIR, REPO_WDS_DIR, REPO_MANIFEST_DIR)
+MANAGED_DIRS = (REPO_DATA_DIR, REPO_WDS_DIR, REPO_MANIFEST_DIR, REPO_ASSETS_DIR)
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,9 @@ def prepare(outputs, reports=(), repo_id: Optional[str] = None, revision: Option
         card = render_card(outputs, reports, repo_id=repo_id, revision=revision, cfgs=cfgs)
     except (CardError, OutputError) as e:
         raise PublishError(str(e)) from None
-    return cfgs, plan_files(cfgs, card)
+    files = plan_files(cfgs, card)
+    files += [RepoFile(f["path"], f["local"].stat().st_size, local=f["local"]) for f in report_figures(reports)]
+    return cfgs, files
 
 
 def print_files(files: list[RepoFile], deletions=(), stream=None):
@@ -181,7 +184,7 @@ def publish(cfgs: list[ConfigSource], files: list[RepoFile], repo_id: str, token
             parts = p.split("/")
             if parts[0] not in MANAGED_DIRS or len(parts) < 2:
                 continue
-            config = parts[1] if parts[0] != REPO_MANIFEST_DIR else parts[1].rsplit(".", 1)[0]
+            config = parts[1] if parts[0] not in (REPO_MANIFEST_DIR, REPO_ASSETS_DIR) else parts[1].rsplit(".", 1)[0]
             if config in published or prune:
                 stale.append(p)
             elif config in CONFIGS:

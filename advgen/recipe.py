@@ -48,6 +48,12 @@ def _check(cond: bool, where: str, msg: str):
 # Schema
 # ----------------------------------------------------------------------------------------------
 
+# scikit-learn digits: advgen's fixed split (the dataset has none), train_test_split(random_state=0, stratify=y,
+# test_size=0.3) -> 1,257 train / 540 test; here (not in sources.py) so the torch-free card can print it.
+DIGITS_SPLIT_SEED = 0
+DIGITS_TEST_FRACTION = 0.3
+
+
 @dataclass(frozen=True)
 class SourceConfig:
     """Where labelled images come from (advgen.sources)."""
@@ -742,22 +748,48 @@ def _is_path_key(key: tuple) -> bool:
 
 
 def _resolve_paths(data: dict, base: Path, prefix=()):
-    """Relative paths that do not exist from the cwd but do next to the recipe are taken relative to the recipe."""
+    """Relative input paths that do not exist from the cwd are taken relative to the recipe file, then to the two
+    directories above it (recipes name each other as `recipes/x.yaml`, from the repo root), so a recipe works from
+    any directory; outputs (output.dir, a train recipe's cache) stay relative to the cwd."""
     for k, v in list(data.items()):
         key = prefix + (k,)
         if isinstance(v, dict):
             _resolve_paths(v, base, key)
         elif _is_path_key(key) and isinstance(v, str) and v and not os.path.isabs(v) and not Path(v).exists():
-            candidate = base / v
-            if candidate.exists():
+            candidate = next((b / v for b in (base, *base.parents)[:3] if (b / v).exists()), None)
+            if candidate is not None:
                 data[k] = os.path.normpath(str(candidate))
 
 
+def packaged_recipes_dir() -> Optional[Path]:
+    """recipes/ of the source tree, or the copy installed as advgen/recipes (pyproject package-dir)."""
+    here = Path(__file__).resolve().parent
+    return next((d for d in (here.parent / "recipes", here / "recipes") if (d / "digits_det.yaml").is_file()), None)
+
+
+def find_recipe(name: str | os.PathLike) -> Path:
+    """A recipe file: `name` itself when it exists, else the recipe of that name shipped with advgen
+    ("digits_det", "digits_det.yaml", "fast/d_det"), so `advgen generate digits_det` works from any directory."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = packaged_recipes_dir()
+    if shipped is not None and not path.is_absolute() and ".." not in path.parts:
+        for candidate in (shipped / path, shipped / f"{path}.yaml"):
+            if candidate.is_file():
+                return candidate
+    names = sorted(p.relative_to(shipped).with_suffix("").as_posix() for p in shipped.rglob("*.yaml")) if shipped \
+        else []
+    close = [n for n in names if path.stem in n][:5]
+    raise RecipeError(f"recipe file {str(name)!r} does not exist and is not a recipe shipped with advgen"
+                      + (f" (did you mean {', '.join(close)}?)" if close else
+                         f" ({len(names)} shipped, e.g. digits_det, cifar_det, reproduce_cpu)" if names else ""))
+
+
 def load_recipe(path: str | os.PathLike, cls, overrides: list[str] = ()):
-    """Load a recipe YAML strictly into `cls`, applying dotted overrides first."""
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe file {str(path)!r} does not exist")
+    """Load a recipe YAML strictly into `cls` (a file, or the name of a shipped recipe), applying dotted overrides
+    first."""
+    path = find_recipe(path)
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:

@@ -178,6 +178,14 @@ def bench_table(benches: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def speed_text(sp: dict, world_size: int = 1) -> str:
+    """How a generation ran, as words: "2 proc, cpu, bfloat16, BN folded, NHWC, batch 250"."""
+    return ", ".join(filter(None, [f"{world_size} proc", sp.get("device"), sp.get("autocast"),
+                                   "BN folded" if sp.get("fuse_bn") else "", "NHWC" if sp.get("channels_last")
+                                   else "", "compiled" if sp.get("compile") else "",
+                                   f"batch {sp['batch_size']}" if "batch_size" in sp else ""]))
+
+
 def generation_table(manifests: list[dict]) -> str:
     """One row per generated output: what was made, how well the attack did, what it cost, how it ran."""
     head = ["output", "set", "samples", "targeted success", "mean ‖δ‖₂", "feature dist. (start → end)",
@@ -188,11 +196,7 @@ def generation_table(manifests: list[dict]) -> str:
         targets = TARGETS_OF.get(m["dataset"])            # the dataset decides the attack (PGD sets have targets)
         what = (f"PGD {a['norm']} ε {a['eps']:g}, {a['steps']} steps, targets {targets}" if targets
                 else f"inversion, {a['steps']} steps of {a['step_size']:g}, x0 {a['x0']}")
-        sp = m.get("speed") or {}
-        ran = ", ".join(filter(None, [f"{m.get('world_size', 1)} proc", sp.get("device"), sp.get("autocast"),
-                                      "BN folded" if sp.get("fuse_bn") else "", "NHWC" if sp.get("channels_last")
-                                      else "", "compiled" if sp.get("compile") else "",
-                                      f"batch {sp['batch_size']}" if "batch_size" in sp else ""]))
+        ran = speed_text(m.get("speed") or {}, m.get("world_size", 1))
         dist = (f"{s['mean_rel_dist_init']:.3f} → {s['mean_rel_dist_final']:.4f}"
                 if "mean_rel_dist_final" in s else "—")
         lines.append("| " + " | ".join([
@@ -405,6 +409,7 @@ def _pyplot():
 
 def _image_cell(ax, img, class_names: list[str], label: int, **title_kw) -> None:
     """One image of a grid (uint8 or float [0,1], CHW), titled with its class name."""
+    img = img.cpu()
     x = img.float() / 255.0 if not img.dtype.is_floating_point else img.float()
     arr = x.clamp(0, 1).permute(1, 2, 0).numpy()
     ax.imshow(arr[..., 0] if arr.shape[2] == 1 else arr, cmap="gray" if arr.shape[2] == 1 else None,

@@ -14,8 +14,8 @@ Kinds:
                indices into super-classes (Restricted ImageNet's nine ranges, PAPER_NOTES).
 - synthetic:   seeded class-dependent blobs for tests of the machinery (not a paper dataset).
 
-`indices` are positions in the chosen split (before `limit`), so every generated sample points back
-at the image it was made from. `fingerprint()` is a sha256 of what a generation reads (images, labels,
+`indices` are positions in the chosen split (before `limit`) — for digits, rows of
+`sklearn.datasets.load_digits()` — so every generated sample points back at the image it was made from. `fingerprint()` is a sha256 of what a generation reads (images, labels,
 indices, class names), so a resumed run can tell that its source changed (~0.3 s for CIFAR-10's 50k images).
 """
 
@@ -30,16 +30,13 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from advgen.recipe import RecipeError, SourceConfig
-
-DIGITS_SPLIT_SEED = 0      # train_test_split(random_state=0, stratify=y, test_size=0.3)
-DIGITS_TEST_FRACTION = 0.3
+from advgen.recipe import DIGITS_SPLIT_SEED, DIGITS_TEST_FRACTION, RecipeError, SourceConfig
 
 
 @dataclass
 class Source:
     labels: torch.Tensor            # int64 [N]
-    indices: torch.Tensor           # int64 [N], position in the original split
+    indices: torch.Tensor           # int64 [N], position in the original split (digits: load_digits() row)
     class_names: list[str]
     shape: tuple[int, int, int]     # C, H, W
     _images: Optional[torch.Tensor] = None                  # uint8 [N, C, H, W] when held in memory
@@ -167,11 +164,12 @@ def digits_split():
 
 
 def _load_digits(cfg: SourceConfig, split: str) -> Source:
-    x_tr, y_tr, _, x_te, y_te, _ = digits_split()
+    x_tr, y_tr, i_tr, x_te, y_te, i_te = digits_split()
     if split not in ("train", "test"):
         raise RecipeError(f"source.split: digits has splits 'train' and 'test', got {split!r}")
-    x, y = (x_tr, y_tr) if split == "train" else (x_te, y_te)
-    return Source(labels=torch.from_numpy(y.astype(np.int64)), indices=torch.arange(len(y)),
+    x, y, i = (x_tr, y_tr, i_tr) if split == "train" else (x_te, y_te, i_te)
+    # indices: the row of sklearn.datasets.load_digits(), so a sample traces back without advgen's split
+    return Source(labels=torch.from_numpy(y.astype(np.int64)), indices=torch.from_numpy(i.astype(np.int64)),
                   class_names=[str(i) for i in range(10)], shape=(1, 8, 8), _images=torch.from_numpy(x))
 
 

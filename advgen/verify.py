@@ -95,9 +95,11 @@ def train_and_eval(recipe: VerifyRecipe, entry: DatasetEntry, name: str, train: 
     test_images = test.all_images()
     std_acc = accuracy(model, test_images, test.labels, batch_size=ev.batch_size)
     rob_acc = robust_accuracy(model, test_images, test.labels, eps=ev.eps, norm=ev.norm, steps=ev.steps,
-                              step_size=ev.step_size, batch_size=ev.batch_size)
+                              step_size=ev.step_size, batch_size=ev.batch_size,
+                              desc=f"{name} seed {seed}: robust accuracy at ε {ev.eps:g}")
     extra = {f"{e:g}": robust_accuracy(model, test_images, test.labels, eps=e, norm=ev.norm, steps=ev.steps,
-                                       batch_size=ev.batch_size) for e in ev.extra_eps}
+                                       batch_size=ev.batch_size, desc=f"{name} seed {seed}: robust accuracy at ε {e:g}")
+             for e in ev.extra_eps}
     t2 = time.perf_counter()
     shifted = {}
     if ev.shifted_labels:

@@ -50,14 +50,15 @@ def test_one_process_output_is_complete_and_consistent(reference):
     m = json.loads((out / "manifest.json").read_text())
     assert m["world_size"] == 1 and m["count"] == 150 and m["num_shards"] == 5
     assert [s["count"] for s in m["shards"]] == [32, 32, 32, 32, 22]
-    x_train, y_train = digits_split()[:2]
+    x_train, y_train, rows = digits_split()[:3]
+    position = {int(r): p for p, r in enumerate(rows)}      # source_index is the row of load_digits()
     import webdataset as wds
 
     n = 0
     for shard in m["shards"]:
         for s in wds.WebDataset(str(out / shard["tar"]), shardshuffle=False):
             meta = json.loads(s["json"])
-            i = meta["source_index"]
+            i = position[meta["source_index"]]
             img = decode_png(s["png"]).astype(np.float64) / 255
             orig = x_train[i].astype(np.float64) / 255
             assert meta["source_label"] == y_train[i] and meta["label"] == (y_train[i] + 1) % 10 == int(s["cls"])
@@ -70,6 +71,13 @@ def test_one_process_output_is_complete_and_consistent(reference):
     assert m["stats"]["mean_success"] > 0.9
     assert m["checkpoint"]["sha256"] and m["recipe"]["attack"]["eps"] == 1.5
     assert (out / "recipe.yaml").is_file() and (out / "README.md").is_file()
+    # the preview: a PNG sample grid, recorded (and so checked by card / publish) in the manifest
+    from PIL import Image
+
+    from advgen.writers.layout import sha256_file
+    assert m["preview"] == {"path": "preview.png", "sha256": sha256_file(out / "preview.png")}
+    with Image.open(out / "preview.png") as im:
+        assert im.format == "PNG" and im.size[0] > 2 * im.size[1]       # 8 columns, 2 rows
 
 
 def test_two_processes_give_identical_bytes(reference, tmp_path):
@@ -254,3 +262,54 @@ def test_cuda_generate_auto_batch_staged_source_and_fast_path(reference, tmp_pat
     assert fast["speed"]["device"] == "cuda" and 1 <= fast["speed"]["batch_size"] <= 1024
     assert abs(fast["stats"]["mean_success"] - exact["stats"]["mean_success"]) <= 0.02
     assert fast["stats"]["mean_l2"] == pytest.approx(exact["stats"]["mean_l2"], rel=0.02)
+
+
+@pytest.mark.parametrize("env, recipe_over, want", [
+    ({}, {}, ("auto", "auto", [])),
+    ({"ACCELERATE_MIXED_PRECISION": "no", "ACCELERATE_DYNAMO_BACKEND": "NO"}, {}, ("auto", "auto", [])),
+    ({"ACCELERATE_MIXED_PRECISION": "bf16"}, {}, ("bf16", "auto", ["precision auto follows"])),
+    ({"ACCELERATE_MIXED_PRECISION": "bf16"}, {"precision": "fp32"}, ("fp32", "auto", ["precision fp32 (the recipe) wins"])),
+    ({"ACCELERATE_MIXED_PRECISION": "no"}, {"precision": "bf16"}, ("bf16", "auto", ["precision bf16 (the recipe) wins"])),
+    ({"ACCELERATE_DYNAMO_BACKEND": "INDUCTOR"}, {}, ("auto", True, ["compile auto follows"])),
+    ({"ACCELERATE_DYNAMO_BACKEND": "INDUCTOR"}, {"compile": False}, ("auto", False, ["compile false (the recipe) wins"])),
+])
+def test_precision_and_compile_follow_the_launcher_unless_the_recipe_says(gen_recipe, env, recipe_over, want):
+    """`accelerate launch --mixed_precision bf16` / `--dynamo_backend` used to be ignored without a word."""
+    from advgen.generate import follow_launcher
+    from advgen.recipe import GenerateRecipe, load_recipe
+
+    path, _ = gen_recipe(**recipe_over)
+    precision, compile_, notes = follow_launcher(load_recipe(path, GenerateRecipe), env)
+    assert (precision, compile_) == want[:2]
+    assert len(notes) == len(want[2]) and all(n.startswith(w) for n, w in zip(notes, want[2]))
+
+
+def test_fp16_launcher_is_a_one_line_error(gen_recipe):
+    from advgen.errors import RecipeError
+    from advgen.generate import follow_launcher
+    from advgen.recipe import GenerateRecipe, load_recipe
+
+    path, _ = gen_recipe()
+    with pytest.raises(RecipeError, match="mixed_precision is fp16.*--mixed_precision bf16 or no"):
+        follow_launcher(load_recipe(path, GenerateRecipe), {"ACCELERATE_MIXED_PRECISION": "fp16"})
+
+
+def test_accelerate_mixed_precision_bf16_reaches_the_attack(gen_recipe):
+    path, out = gen_recipe(source__limit=32)
+    p = accelerate_launch([path], extra=["--mixed_precision", "bf16"])
+    assert "precision auto follows accelerate's --mixed_precision bf16" in p.stdout
+    assert "runs on 1 proc, cpu, bfloat16" in p.stdout          # the speed settings as words, not a dict
+    assert json.loads((out / "manifest.json").read_text())["speed"]["autocast"] == "bfloat16"
+
+
+def test_shipped_recipe_by_name_under_accelerate_launch_m_from_another_directory(tmp_path):
+    """`accelerate launch -m advgen.generate digits_det` outside the repo (the README's recipes are package data)."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--num_processes", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "advgen.generate", "digits_det",
+           "source.limit=24", "output.dir=out", "output.shard_size=24"]
+    p = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert p.returncode == 0, p.stderr[-3000:]
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert m["count"] == 24 and m["recipe"]["name"] == "digits_det"
+    assert "values were not passed" not in p.stderr

@@ -154,8 +154,9 @@ def test_publish_creates_one_commit_with_the_layout(two_config_repo, hub_server)
             [f"data/{name}/train-{i:05d}.parquet" for i in range(3)]
         assert sorted(f for f in files if f.startswith(f"webdataset/{name}/")) == \
             [f"webdataset/{name}/shard-{i:05d}.tar" for i in range(3)]
+    assert {f for f in files if f.startswith("assets/")} == {f"assets/{name}.png" for name in TWO}   # the previews
     assert set(files) == {".gitattributes", "README.md"} | {f for f in files if f.startswith(
-        ("data/", "webdataset/", "manifests/"))}
+        ("data/", "webdataset/", "manifests/", "assets/"))}
     assert {f for f in hub_server.lfs_files(repo)} >= {f for f in files if f.endswith((".parquet", ".tar"))}
 
 
@@ -190,6 +191,18 @@ def test_load_dataset_matches_local_output(two_config_repo, outputs, name):
     assert_same_as_local(list(stream), outputs[name], stream.features)
 
 
+def test_load_dataset_without_a_config_gives_the_first(two_config_repo, outputs):
+    """`load_dataset(repo)` used to fail with "Config name is missing": the first config is the default, and
+    source_label reads back as a ClassLabel like label."""
+    from datasets import load_dataset
+
+    repo, _ = two_config_repo
+    ds = load_dataset(repo, split="train")
+    assert ds.num_rows == 40
+    assert_same_as_local(ds, outputs[TWO[0]], None)
+    assert ds.features["source_label"].names == [str(c) for c in range(10)]
+
+
 @pytest.mark.parametrize("name", TWO)
 def test_webdataset_shards_load_from_the_hub(two_config_repo, outputs, name):
     from datasets import load_dataset
@@ -218,10 +231,12 @@ def test_card_metadata_validates_and_names_every_config(two_config_repo, outputs
     card = DatasetCard.load(repo, repo_type="dataset")
     card.validate(repo_type="dataset")          # the Hub's validate-yaml endpoint
     data = card.data
-    assert data.license == "mit" and data.task_categories == ["image-classification"]
+    # digits come from the UCI repository (CC BY 4.0): the licence is the source's, not a hard-coded one
+    assert data.license == "cc-by-4.0" and data.task_categories == ["image-classification"]
     assert data.size_categories == ["n<1K"] and "adversarial-examples" in data.tags
-    assert data.pretty_name and data.source_datasets
+    assert data.pretty_name and data.source_datasets == ["sklearn-digits"]
     assert [c["config_name"] for c in data.configs] == list(TWO)
+    assert [c.get("default", False) for c in data.configs] == [True, False]      # load_dataset(repo) works
     for c in data.configs:
         assert c["data_files"] == [{"split": "train", "path": f"data/{c['config_name']}/train-*.parquet"}]
     info = {i["config_name"]: i for i in data.dataset_info}
@@ -229,6 +244,8 @@ def test_card_metadata_validates_and_names_every_config(two_config_repo, outputs
     for name in TWO:
         feats = [f["name"] for f in info[name]["features"]]
         assert feats[:2] == ["image", "label"] and {"source_index", "source_label", "l2", "success"} <= set(feats)
+        source_label = next(f for f in info[name]["features"] if f["name"] == "source_label")
+        assert source_label["dtype"]["class_label"]["names"] == {str(i): str(i) for i in range(10)}
         assert info[name]["splits"] == [{"name": "train", "num_bytes": info[name]["dataset_size"], "num_examples": 40}]
     # the prose: per-config numbers from the manifests, the citation, the loading recipes
     text = card.text
@@ -241,6 +258,10 @@ def test_card_metadata_validates_and_names_every_config(two_config_repo, outputs
     assert f'load_dataset("{repo}", "d_det", split="train", streaming=True)' in text
     assert f'data_files="hf://datasets/{repo}/webdataset/d_det/*.tar"' in text
     assert "not measured yet" in text and "Not verified yet" in text
+    assert "https://arxiv.org/abs/1905.02175" in text and "advgen generate" in text
+    assert "](assets/d_det.png)" in text and "](assets/d_rand.png)" in text
+    assert "train_test_split(np.arange(1797), test_size=0.3, random_state=0, stratify=d.target)" in text
+    assert "Licence" in text and "CC BY 4.0" in text
     assert str(outputs["d_det"].parent) not in text and str(Path.home()) not in card.content   # no local paths
 
 
@@ -269,8 +290,31 @@ def test_dry_run_lists_files_and_sizes_and_uploads_nothing(outputs, hub_server, 
     rc, out, err = publish_main(capsys, *need(outputs, TWO), "--repo-id", hub_repo_id, "--dry-run")
     assert rc == 0, err
     assert "README.md" in out and "data/d_det/train-00000.parquet" in out and "webdataset/d_rand/shard-00002.tar" in out
-    assert "manifests/d_rand.json" in out and "15 files" in out and " kB" in out
+    assert "manifests/d_rand.json" in out and "assets/d_rand.png" in out and "17 files" in out and " kB" in out
     assert hub_server.requests_log[n:] == [] and not hub_server.repo_exists(hub_repo_id)
+
+
+def test_report_figures_are_uploaded_and_shown_on_the_card(outputs, hub_server, hub_repo_id, tmp_path, capsys,
+                                                           monkeypatch):
+    """`--report DIR/report.json`: the figures verify drew beside it (Figure 2b, Figure 2a, accuracy against eps) go
+    up under assets/<report name>/ and the card shows them."""
+    from PIL import Image
+
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    (rep / "report.json").write_text(json.dumps({"name": "my verify", "results": [
+        verify_row("det_png", 0.4321, 0.0, manifest_sha256=manifest_sha(outputs["d_det"]))]}))
+    for f in ("accuracy.png", "figure2a.png"):
+        Image.new("RGB", (8, 4)).save(rep / f)
+    monkeypatch.setenv("HF_TOKEN", hub_server.token)
+    rc, out, err = publish_main(capsys, *need(outputs, TWO), "--repo-id", hub_repo_id, "--report", rep / "report.json")
+    assert rc == 0, err
+    files = hub_server.files(hub_repo_id)
+    assert files["assets/my_verify/accuracy.png"] == (rep / "accuracy.png").read_bytes()
+    assert files["assets/my_verify/figure2a.png"] == (rep / "figure2a.png").read_bytes()
+    card = files["README.md"].decode()
+    assert "](assets/my_verify/accuracy.png)" in card and "](assets/my_verify/figure2a.png)" in card
+    assert "robustness.png" not in card                # only the figures that exist
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -189,3 +189,30 @@ def test_cli_reports_one_line_error_and_nonzero_exit(tmp_path, capsys):
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and "attack.eps: must be > 0, got -1" in lines[0], lines
     assert not Path("runs/r").exists()
+
+
+def test_shipped_recipes_by_name_from_any_directory(tmp_path, monkeypatch):
+    """`advgen generate digits_det` outside the repo: the name finds the shipped recipe, and the recipe's own
+    relative paths (its train recipe) are taken relative to the recipe file, not the working directory."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("digits_det", "digits_det.yaml", "fast/d_det"):
+        r = load_recipe(name, GenerateRecipe, ["source.path=" + str(CIFAR)] if name.startswith("fast") else [])
+        assert r.dataset == "d_det"
+    r = load_recipe("digits_det", GenerateRecipe)
+    assert Path(r.model.train_recipe) == REPO / "recipes" / "digits_standard.yaml"
+    assert r.output.dir == "runs/digits_det"                      # outputs stay relative to the working directory
+    with pytest.raises(RecipeError, match=r"'digits' does not exist and is not a recipe shipped with advgen "
+                                          r"\(did you mean digits_det, "):
+        load_recipe("digits", GenerateRecipe)
+    with pytest.raises(RecipeError, match=r"recipe file '\.\./digits_det' does not exist"):
+        load_recipe("../digits_det", GenerateRecipe)             # names stay inside the shipped recipes
+
+
+def test_a_recipes_relative_checkpoint_is_found_next_to_it(tmp_path, monkeypatch, tiny_model):
+    (tmp_path / "proj" / "models").mkdir(parents=True)
+    for suffix in (".safetensors", ".json"):
+        (tmp_path / "proj" / "models" / f"m{suffix}").write_bytes(tiny_model.with_suffix(suffix).read_bytes())
+    recipe = write_yaml(tmp_path / "proj" / "r.yaml", {**base(tmp_path), "model": {"checkpoint": "models/m.safetensors"}})
+    monkeypatch.chdir(tmp_path)                                   # not the recipe's directory
+    r = load_recipe(recipe, GenerateRecipe)
+    assert Path(r.model.checkpoint) == tmp_path / "proj" / "models" / "m.safetensors"

@@ -18,6 +18,13 @@ def test_digits_fixed_split():
     src = load_source(SourceConfig(kind="digits"), "train")
     assert torch.equal(src.labels, torch.from_numpy(y_tr.astype(np.int64)))
     assert src.num_classes == 10 and src.shape == (1, 8, 8)
+    # indices are rows of sklearn's load_digits(), so a sample traces back without advgen's split
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    assert torch.equal(src.indices, torch.from_numpy(i_tr.astype(np.int64)))
+    assert np.array_equal(raw.target[src.indices.numpy()], y_tr)
+    assert np.array_equal(np.rint(raw.images[src.indices.numpy()] * 255 / 16).astype(np.uint8)[:, None], x_tr)
     with pytest.raises(RecipeError, match="digits has splits"):
         load_source(SourceConfig(kind="digits"), "validation")
 

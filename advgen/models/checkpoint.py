@@ -23,6 +23,8 @@ from safetensors.torch import load_file, save_file
 
 from advgen.errors import CheckpointError
 from advgen.models.nets import Classifier, build_classifier
+from advgen.models.robustbench import build_from_meta as build_robustbench
+from advgen.models.files import readable_sha256
 from advgen.writers.layout import sha256_file
 
 ARCHS = ("small_cnn", "resnet18", "resnet50")
@@ -50,15 +52,6 @@ def save_checkpoint(model: Classifier, path, meta: dict):
     jtmp.replace(meta_path(path))
 
 
-def readable_sha256(path) -> str:
-    """sha256_file, with a file that cannot be read (permissions, a directory...) as a one-line CheckpointError."""
-    try:
-        return sha256_file(path)
-    except OSError as e:
-        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read ({e.strerror or e}); fix its "
-                              "permissions or give another file") from None
-
-
 def read_meta(path) -> dict:
     mp = meta_path(path)
     if not mp.is_file():
@@ -79,6 +72,8 @@ def read_meta(path) -> dict:
 
 def build_from_meta(meta: dict, path=None) -> Classifier:
     """The architecture the JSON describes (random weights); a JSON no model can be built from is a CheckpointError."""
+    if meta.get("arch") == "robustbench":      # a RobustBench model (advgen convert-checkpoint --robustbench)
+        return build_robustbench(meta, path)
     try:
         return build_classifier(meta["arch"], meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"],
                                 meta.get("width", 32), meta.get("feature_dim", 64))

@@ -2,6 +2,7 @@
 
     model, meta = load_torch_checkpoint("cifar_l2_0_5.pt")           # eval mode, frozen, [0,1] -> logits
     advgen convert-checkpoint cifar_l2_0_5.pt cache/robust.safetensors [--arch resnet50] [--mean ..] [--std ..]
+    advgen convert-checkpoint models cache/rb.safetensors --robustbench NAME --features logits:input   (robustbench.py)
 
 `load_model(path)` takes either kind of file: `.safetensors` (advgen.models.checkpoint) or a PyTorch file.
 Understood layouts (after unwrapping `{'model': ...}` / `{'state_dict': ...}` and one DataParallel
@@ -24,19 +25,20 @@ Tests: python -m pytest -q tests/test_convert.py
 from __future__ import annotations
 
 import json
-import pickle
 import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from advgen.cli import parser, run
-from advgen.errors import CheckpointError
-from advgen.models.checkpoint import (ARCHS, freeze, load_checkpoint, meta_path, read_meta, readable_sha256,
-                                      save_checkpoint, sha256_file)
+from advgen.errors import CheckpointError, UsageError
+from advgen.models.checkpoint import ARCHS, freeze, load_checkpoint, meta_path, read_meta, save_checkpoint
+from advgen.models.files import read_torch_file, readable_sha256
 from advgen.models.nets import CIFAR_MEAN, CIFAR_STD, Classifier, build_net
+from advgen.writers.layout import sha256_file
 
 # (block kind, blocks per stage) of the CIFAR ResNets in nets.py / robustness cifar_models/resnet.py
 RESNETS = {("basic", (2, 2, 2, 2)): "resnet18", ("bottleneck", (3, 4, 6, 3)): "resnet50"}
@@ -48,35 +50,6 @@ def _one_line(text: str, limit: int = 300) -> str:
     """Library messages span lines; our errors must stay one line (the CLI prints exactly one)."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def read_torch_file(path) -> object:
-    """torch.load with weights_only=True, mapping every failure to a one-line CheckpointError.
-
-    weights_only=True is passed explicitly, so TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot turn it off.
-    """
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            # files written with pickle protocol > 2 (plain pickle.dump) trigger a harmless notice
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        if not any("Weights only load failed" in ln for ln in lines):
-            raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt "
-                                  f"({_one_line(e, 150)}); re-download it") from None
-        # torch's message is a page long; the line naming the refused global/opcode is what matters
-        reason = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), lines[-1])
-        raise CheckpointError(
-            f"checkpoint {str(path)!r}: torch.load(weights_only=True) refuses to unpickle it "
-            f"({_one_line(reason, 160)}); it is not a plain checkpoint of tensors (or not a PyTorch file at "
-            "all). If you trust it, convert it in a trusted environment: load it there with weights_only=False "
-            "and re-save only the tensors, e.g. torch.save(model.state_dict(), 'weights.pt')") from None
-    except Exception as e:  # truncated zip -> OSError/RuntimeError, empty -> EOFError, junk -> KeyError, ...
-        raise CheckpointError(f"checkpoint {str(path)!r} is not .safetensors and is not a readable PyTorch file: "
-                              f"truncated or corrupt ({type(e).__name__}: {_one_line(e, 150)}); "
-                              "re-download it") from None
 
 
 def _is_state_dict(obj) -> bool:
@@ -290,8 +263,25 @@ def convert_checkpoint(src, dst, arch: str | None = None, mean=None, std=None, o
     return json.loads(meta_path(dst).read_text())
 
 
+def convert_robustbench(dst, name: str, dataset: str = "cifar10", threat_model: str = "L2", model_dir=None,
+                        checkpoint=None, features: Optional[str] = None, overwrite: bool = False) -> dict:
+    """Write DST (.safetensors) + DST.json holding RobustBench model `name`; returns the meta as written."""
+    from advgen.models.robustbench import load_robustbench, robustbench_meta
+
+    dst = Path(dst)
+    if dst.suffix != ".safetensors":
+        raise CheckpointError(f"destination {str(dst)!r} must end in .safetensors")
+    if not overwrite and (dst.exists() or meta_path(dst).exists()):
+        raise CheckpointError(f"destination {str(dst)!r} exists; pass --overwrite to replace it")
+    model = load_robustbench(name, dataset, threat_model, model_dir=model_dir, checkpoint=checkpoint,
+                             features=features)
+    save_checkpoint(model, dst, robustbench_meta(model))
+    return json.loads(meta_path(dst).read_text())
+
+
 def main(argv=None) -> int:
-    """`advgen convert-checkpoint SRC DST [--arch ARCH] [--mean M M M] [--std S S S] [--overwrite]`."""
+    """`advgen convert-checkpoint SRC DST [--arch ARCH] [--mean M M M] [--std S S S] [--overwrite]`;
+    `advgen convert-checkpoint SRC DST --robustbench NAME --features LAYER [--dataset D] [--threat-model T]`."""
     p = parser("advgen convert-checkpoint",
                description="Convert a robustness-library / plain PyTorch checkpoint to safetensors + JSON. "
                            "SRC is read with torch.load(weights_only=True); arbitrary pickles are refused.")
@@ -302,11 +292,32 @@ def main(argv=None) -> int:
     p.add_argument("--mean", type=float, nargs="+", help="input mean, for a bare net that stores none")
     p.add_argument("--std", type=float, nargs="+", help="input std, for a bare net that stores none")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DST")
+    rb = p.add_argument_group("RobustBench models (advgen.models.robustbench; needs pip install robustbench)")
+    rb.add_argument("--robustbench", metavar="NAME", help="SRC is RobustBench model NAME's .pt file, or else a directory "
+                    "in RobustBench's layout (DIR/DATASET/THREAT_MODEL/NAME.pt; downloaded there when missing)")
+    rb.add_argument("--features", metavar="LAYER", help="with --robustbench: the layer whose output is g(x) for "
+                    "inversion, NAME or NAME:input (e.g. logits:input, the final Linear's input)")
+    rb.add_argument("--dataset", default="cifar10", help="with --robustbench (default: cifar10)")
+    rb.add_argument("--threat-model", default="L2", help="with --robustbench (default: L2)")
     args = p.parse_args(argv)
+    if args.robustbench is None and args.features is not None:
+        raise UsageError("--features applies only with --robustbench NAME")
+    if args.robustbench is not None and (args.arch or args.mean or args.std):
+        raise UsageError("--arch/--mean/--std do not apply with --robustbench (the zoo entry fixes the architecture)")
+    if args.robustbench is not None and args.features is None:
+        raise UsageError("--robustbench needs --features LAYER (e.g. logits:input, the penultimate features)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            meta = convert_checkpoint(args.src, args.dst, args.arch, args.mean, args.std, args.overwrite)
+            if args.robustbench is not None:
+
+                src_dir = not (Path(args.src).is_file() or Path(args.src).suffix in (".pt", ".pth", ".ckpt"))
+                meta = convert_robustbench(args.dst, args.robustbench, args.dataset, args.threat_model,
+                                           model_dir=args.src if src_dir else None,
+                                           checkpoint=None if src_dir else args.src,
+                                           features=args.features, overwrite=args.overwrite)
+            else:
+                meta = convert_checkpoint(args.src, args.dst, args.arch, args.mean, args.std, args.overwrite)
         except (CheckpointError, OSError) as e:
             error = _one_line(e, 600)
         else:
@@ -315,6 +326,10 @@ def main(argv=None) -> int:
         print(f"advgen convert-checkpoint: warning: {_one_line(w.message, 600)}", file=sys.stderr)
     if error is not None:
         raise CheckpointError(error)
+    if args.robustbench is not None:
+        print(f"{args.src} (RobustBench {args.robustbench}, features {args.features}: {meta['feature_dim']}-d, "
+              f"{meta['num_classes']} classes) -> {args.dst}")
+        return 0
     print(f"{args.src} ({meta['source_format']}, {meta['arch']}, {meta['num_classes']} classes) -> {args.dst}")
     return 0
 

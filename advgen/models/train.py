@@ -87,18 +87,22 @@ def accuracy(model, images_u8: torch.Tensor, labels: torch.Tensor, batch_size: i
 
 
 def robust_accuracy(model, images_u8, labels, *, eps: float, norm: str = "l2", steps: int = 20,
-                    step_size: Optional[float] = None, batch_size: int = 500) -> float:
-    """Accuracy under untargeted PGD (no random start) at radius eps; step size 2.5*eps/steps by default."""
+                    step_size: Optional[float] = None, batch_size: int = 500, desc: Optional[str] = None) -> float:
+    """Accuracy under untargeted PGD (no random start) at radius eps; step size 2.5*eps/steps by default.
+    `desc`: show a progress bar over the test images (the attack is most of a verification model's time)."""
     dev = next(model.parameters()).device
     step_size = step_size or 2.5 * eps / steps
     correct = torch.zeros((), device=dev)
+    bar = tqdm(total=len(labels), desc=desc, unit="img", leave=False, disable=desc is None)
     for i in range(0, len(labels), batch_size):
+        bar.update(min(batch_size, len(labels) - i))
         x = images_u8[i:i + batch_size].to(dev).float() / 255.0
         y = labels[i:i + batch_size].to(dev)
         x_adv, _ = untargeted_pgd(model, x, y, norm=norm, eps=eps, step_size=step_size, steps=steps,
                                   keep_best=False)
         with torch.no_grad():
             correct += (model(x_adv).argmax(1) == y).sum()
+    bar.close()
     return float(correct) / max(1, len(labels))
 
 

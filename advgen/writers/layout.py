@@ -23,6 +23,7 @@ from advgen.errors import OutputError
 
 SHARD_DIR, DATA_DIR, MARKER_DIR = "shards", "data", "markers"
 MANIFEST, RECIPE = "manifest.json", "recipe.yaml"
+PREVIEW = "preview.png"          # a sample grid (originals above generated images), written before the manifest
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -190,9 +191,10 @@ def read_manifest(out) -> tuple[dict, bytes]:
     return manifest, data
 
 
-def check_files(out, m: dict) -> None:
+def check_files(out, m: dict, progress=None) -> None:
     """Everything the manifest promises is there and intact (counts, every shard's marker agreeing with the manifest,
-    the sha256 of every file); raises OutputError naming the first problem."""
+    the sha256 of every file); raises OutputError naming the first problem. `progress(nbytes)` is called after each
+    file is hashed (a progress bar's update)."""
     out = Path(out)
     shards = m["shards"]
     n = m.get("num_shards", len(shards))
@@ -226,3 +228,11 @@ def check_files(out, m: dict) -> None:
             if sha256_file(f) != s[f"{key}_sha256"]:
                 raise OutputError(f"{out}: {s[key]} does not match its sha256 in the manifest; the file changed "
                                   "after generation, re-run the recipe to redo it")
+            if progress is not None:
+                progress(f.stat().st_size)
+    preview = m.get("preview")
+    if isinstance(preview, dict) and isinstance(preview.get("path"), str):
+        f = out / preview["path"]
+        if not f.is_file() or sha256_file(f) != preview.get("sha256"):
+            raise OutputError(f"{out}: {preview['path']} is missing or does not match its sha256 in the manifest; "
+                              "re-run the recipe with --overwrite, or delete the manifest's 'preview' entry")

@@ -17,6 +17,7 @@ mix shards of two models.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -130,11 +131,22 @@ def write_shard(out: Path, i: int, samples: list[Sample], class_names: list[str]
     return marker
 
 
+@contextlib.contextmanager
+def _datasets_bars_off():
+    from datasets.utils import logging as datasets_logging
+
+    was_on = datasets_logging.is_progress_bar_enabled()
+    datasets_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            datasets_logging.enable_progress_bar()
+
+
 def write_parquet(out: Path, i: int, samples: list[Sample], class_names: list[str]) -> dict:
     from datasets import Dataset
-    from datasets.utils.logging import disable_progress_bar
 
-    disable_progress_bar()     # one bar per generation run is enough
     feats = hf_features(class_names, samples[0].meta) if samples else None
     cols = {"image": [{"bytes": encode_png(s.image), "path": None} for s in samples],
             "label": [s.label for s in samples]}
@@ -142,7 +154,8 @@ def write_parquet(out: Path, i: int, samples: list[Sample], class_names: list[st
         if k not in cols:
             cols[k] = [s.meta[k] for s in samples]
     path, tmp = parquet_path(out, i), parquet_path(out, i).with_suffix(".parquet.tmp")
-    Dataset.from_dict(cols, features=feats).to_parquet(str(tmp))
+    with _datasets_bars_off():      # one bar per generation run is enough; the caller's setting comes back after
+        Dataset.from_dict(cols, features=feats).to_parquet(str(tmp))
     _atomic_replace(tmp, path)
     return {"parquet": path.relative_to(out).as_posix(), "parquet_sha256": sha256_file(path)}
 
