@@ -21,6 +21,8 @@ os.environ["TQDM_DISABLE"] = "1"
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 CIFAR = SHARED / "data" / "cifar10"
+if not CIFAR.is_dir() and (REPO / ".gpu_data" / "cifar10").is_dir():    # the GPU machine: scripts/gpu_check.sh carries it
+    CIFAR = REPO / ".gpu_data" / "cifar10"
 
 
 def run(cmd, timeout=600, check=True, **kw) -> subprocess.CompletedProcess:
