@@ -48,6 +48,111 @@ def parser(prog: str, description: str = "", **kw) -> argparse.ArgumentParser:
     return _Parser(prog=prog, description=description, **kw)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# The arguments of the commands whose modules import torch, defined here (torch-free) so `advgen CMD --help` answers
+# at once; each module's main parses with `command_parser(CMD)`.
+# ----------------------------------------------------------------------------------------------------------------
+
+CONVERTIBLE_ARCHS = ("small_cnn", "resnet18", "resnet50")     # what convert-checkpoint recognises in a .pt
+BENCH_METHODS = ("floor", "torchattacks", "advgen", "advgen_fp32", "inversion")
+
+
+def _recipe_args(p, kind: str, example: str):
+    p.add_argument("recipe", help=f"{kind} recipe: a YAML file, or the name of a recipe shipped with advgen")
+    p.add_argument("overrides", nargs="*", help=f"dotted overrides, e.g. {example}")
+
+
+def _train_args(p):
+    _recipe_args(p, "training", "train.epochs=5")
+
+
+def _generate_args(p):
+    _recipe_args(p, "generation", "attack.eps=0.25 output.dir=runs/x")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete an existing output dir first (only an advgen output: recipe.yaml, manifest or markers)")
+    p.add_argument("--redo-mismatched", action="store_true",
+                   help="redo finished shards made from another checkpoint, source or advgen version (default: refuse)")
+
+
+def _convert_args(p):
+    p.add_argument("src", help="source checkpoint: .pt/.pth/.ckpt (robustness layout, Classifier or bare "
+                               "state dict) or an advgen .safetensors")
+    p.add_argument("dst", help="destination .safetensors (its .json is written beside it)")
+    p.add_argument("--arch", choices=CONVERTIBLE_ARCHS, help="expected architecture (default: inferred from the weights)")
+    p.add_argument("--mean", type=float, nargs="+", help="input mean, for a bare net that stores none")
+    p.add_argument("--std", type=float, nargs="+", help="input std, for a bare net that stores none")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing DST")
+    rb = p.add_argument_group("RobustBench models (advgen.models.robustbench; needs pip install robustbench)")
+    rb.add_argument("--robustbench", metavar="NAME", help="SRC is RobustBench model NAME's .pt file, or else a directory "
+                    "in RobustBench's layout (DIR/DATASET/THREAT_MODEL/NAME.pt; downloaded there when missing)")
+    rb.add_argument("--features", metavar="LAYER", help="with --robustbench: the layer whose output is g(x) for "
+                    "inversion, NAME or NAME:input (e.g. logits:input, the final Linear's input)")
+    rb.add_argument("--dataset", default="cifar10", help="with --robustbench (default: cifar10)")
+    rb.add_argument("--threat-model", default="L2", help="with --robustbench (default: L2)")
+
+
+def _verify_args(p):
+    _recipe_args(p, "verification", "seeds=[0,1,2] train.epochs=2 datasets.d_det.use_npy=true")
+    p.add_argument("--only", help="comma-separated dataset names: train and report only these (and their orderings)")
+
+
+def _bench_args(p):
+    p.add_argument("--model", choices=["small_cnn", "resnet18", "resnet50"],
+                   help="architecture (random weights); default resnet18, or the checkpoint's")
+    p.add_argument("--checkpoint", help="a trained .safetensors checkpoint: adds targeted success and mean l2")
+    p.add_argument("--data", help="HF dataset dir for real images (e.g. ../shared/data/cifar10); "
+                                  "default: digits for 1-channel models, else random images")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--eps", type=float, default=0.5)
+    p.add_argument("--step-size", type=float, default=0.1)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per method (median reported)")
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads for every method (0: leave)")
+    p.add_argument("--eval-batches", type=int, default=1, help="batches for success/l2 (with --checkpoint)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="advgen default mode")
+    p.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto")
+    p.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
+    p.add_argument("--no-fuse-bn", action="store_true", help="do not fold BatchNorm into convs")
+    p.add_argument("--methods", default=",".join(BENCH_METHODS),
+                   help="comma-separated subset of " + ",".join(BENCH_METHODS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the JSON here")
+
+
+def _bench_e2e_args(p):
+    _recipe_args(p, "generation", "attack.steps=20 (as for advgen generate)")
+    p.add_argument("--processes", default="1", help="comma-separated process counts to launch (default 1)")
+    p.add_argument("--threads", type=int, default=0, help="cores in total (default: all)")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--out", help="write the JSON here")
+
+
+def _transfer_args(p):
+    _recipe_args(p, "transfer", "seeds=[0,1] train.epochs=5")
+
+
+ARGUMENTS = {   # command: (description, add the arguments)
+    "train": ("Train a source model from a recipe.", _train_args),
+    "generate": ("Generate a dataset from a recipe.", _generate_args),
+    "convert-checkpoint": ("Convert a robustness-library / plain PyTorch checkpoint to safetensors + JSON. SRC is read "
+                           "with torch.load(weights_only=True); arbitrary pickles are refused.", _convert_args),
+    "verify": ("Train fresh models on generated sets, evaluate on the original test set.", _verify_args),
+    "bench": ("Time advgen's targeted PGD against the bare loop and torchattacks, on one batch (methods: floor, "
+              "torchattacks, advgen, advgen_fp32, inversion; median of --repeats).", _bench_args),
+    "bench-e2e": ("Time a whole `generate` against the attack compute alone, and 1 vs N processes.", _bench_e2e_args),
+    "transfer": ("Figure 3: accuracy when trained on a generated set against the transfer rate.", _transfer_args),
+}
+
+
+def command_parser(command: str) -> argparse.ArgumentParser:
+    """The parser of `advgen COMMAND` for the commands in ARGUMENTS (one-line errors, like `parser`)."""
+    description, add = ARGUMENTS[command]
+    p = parser(f"advgen {command}", description=description)
+    add(p)
+    return p
+
+
 def one_line(text) -> str:
     """Library messages span lines; what the CLI prints stays one line."""
     return " ".join(str(text).split())
@@ -76,6 +181,9 @@ def main(argv=None) -> int:
             print(f"\nadvgen: error: unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}",
                   file=sys.stderr)
             return 2
+        return 0
+    if argv[0] in ARGUMENTS and any(a in ("-h", "--help") for a in argv[1:]):
+        command_parser(argv[0]).print_help()      # without importing the command's module (torch): instant
         return 0
     module = importlib.import_module(COMMANDS[argv[0]][0])
     return run(argv[0], module.main, argv[1:])

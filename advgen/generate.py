@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 
 from advgen.attacks.inversion import draw_x0, relative_distance
 from advgen.attacks.pgd import choose_targets
-from advgen.cli import parser, run
+from advgen.cli import command_parser, run
 from advgen.errors import CheckpointError, RecipeError
 from advgen.models.checkpoint import load_checkpoint, read_meta
 from advgen.models.files import readable_sha256
@@ -609,13 +609,7 @@ def finalize(out: Path, recipe: GenerateRecipe, source: Source, ckpt: str, num_s
 
 
 def main(argv=None) -> int:
-    p = parser("advgen generate", description="Generate a dataset from a recipe.")
-    p.add_argument("recipe", help="path to a generation recipe YAML (recipes/*.yaml)")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. attack.eps=0.25 output.dir=runs/x")
-    p.add_argument("--overwrite", action="store_true",
-                   help="delete an existing output dir first (only an advgen output: recipe.yaml, manifest or markers)")
-    p.add_argument("--redo-mismatched", action="store_true",
-                   help="redo finished shards made from another checkpoint, source or advgen version (default: refuse)")
+    p = command_parser("generate")
     args = p.parse_args(argv)
     recipe = load_recipe(args.recipe, GenerateRecipe, args.overrides)
     make_state()

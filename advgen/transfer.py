@@ -57,7 +57,7 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
-from advgen.cli import parser, run
+from advgen.cli import command_parser, run
 from advgen.errors import DatasetError, RecipeError
 from advgen.recipe import (AttackConfig, DatasetEntry, ModelConfig, SourceConfig, TrainConfig, _check, load_recipe,
                            to_dict)
@@ -637,10 +637,7 @@ def figure3(report: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     """`advgen transfer RECIPE [KEY=VALUE ...]`; errors (advgen.errors) go to advgen.cli.run: one line, exit 2."""
-    p = parser("advgen transfer",
-               description="Figure 3: accuracy when trained on a generated set against the transfer rate.")
-    p.add_argument("recipe", help="transfer recipe YAML (recipes/transfer_*.yaml)")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. seeds=[0,1] train.epochs=5")
+    p = command_parser("transfer")
     args = p.parse_intermixed_args(argv)
     recipe = load_transfer_recipe(args.recipe, args.overrides)
     report = transfer(recipe)

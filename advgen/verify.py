@@ -41,7 +41,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from advgen.cli import parser, run
+from advgen.cli import command_parser, run
 from advgen.errors import AdvgenError, DatasetError
 from advgen.recipe import DatasetEntry, VerifyRecipe, load_recipe, non_default, parse_claim, to_dict
 from advgen.report import markdown_table, write_verify_report
@@ -350,11 +350,7 @@ def check_compatible(name: str, train: TrainSet, original) -> None:
 # ----------------------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
-    p = parser("advgen verify", description="Train fresh models on generated sets, evaluate on the original test set.")
-    p.add_argument("recipe", help="verification recipe YAML (recipes/verify_*.yaml)")
-    p.add_argument("overrides", nargs="*",
-                   help="dotted overrides, e.g. seeds=[0,1,2] train.epochs=2 datasets.d_det.use_npy=true")
-    p.add_argument("--only", help="comma-separated dataset names: train and report only these (and their orderings)")
+    p = command_parser("verify")
     args = p.parse_intermixed_args(argv)
     recipe = load_recipe(args.recipe, VerifyRecipe, args.overrides)
     if args.only:

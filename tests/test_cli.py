@@ -41,3 +41,35 @@ def test_other_exceptions_are_not_swallowed():
     with pytest.raises(KeyError):
         cli.run("generate", main, [])
     assert issubclass(RecipeError, AdvgenError)
+
+
+def test_help_and_version_answer_without_importing_torch():
+    """`advgen COMMAND --help` in well under a second: no command's --help imports torch (it used to take 2-3 s)."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, io, contextlib\nfrom advgen.cli import main, COMMANDS\n"
+            "for name in COMMANDS:\n"
+            "    with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+            "        assert main([name, '--help']) == 0 and 'usage: advgen ' + name in out.getvalue(), name\n"
+            "    assert 'torch' not in sys.modules, name\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+            "    assert main(['--version']) == 0 and out.getvalue().startswith('advgen ')\n")
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert time.perf_counter() - t0 < 10          # all 12 commands together; ~0.6 s here
+
+
+def test_command_parsers_are_the_ones_main_uses():
+    """The --help parser is the one each command's main parses with, so the help cannot drift from the code."""
+    import importlib.util
+    from pathlib import Path
+
+    for name in cli.ARGUMENTS:
+        p = cli.command_parser(name)
+        assert p.prog == f"advgen {name}" and p.description
+        with pytest.raises(AdvgenError):
+            p.parse_args(["--no-such-option"])
+        source = Path(importlib.util.find_spec(cli.COMMANDS[name][0]).origin).read_text()
+        assert f'command_parser("{name}")' in source and "add_argument(" not in source, name

@@ -21,13 +21,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from advgen.cli import CONVERTIBLE_ARCHS
 from advgen.errors import CheckpointError
 from advgen.models.nets import Classifier, build_classifier
 from advgen.models.robustbench import build_from_meta as build_robustbench
 from advgen.models.files import readable_sha256
 from advgen.writers.layout import sha256_file
 
-ARCHS = ("small_cnn", "resnet18", "resnet50")
+ARCHS = CONVERTIBLE_ARCHS        # ("small_cnn", "resnet18", "resnet50"), named in advgen.cli for --help
 ARCH_KEYS = ("arch", "num_classes", "in_channels", "width", "feature_dim", "mean", "std")
 
 

@@ -33,7 +33,7 @@ from typing import Optional
 
 import torch
 
-from advgen.cli import parser, run
+from advgen.cli import command_parser, run
 from advgen.errors import CheckpointError, UsageError
 from advgen.models.checkpoint import ARCHS, freeze, load_checkpoint, meta_path, read_meta, save_checkpoint
 from advgen.models.files import read_torch_file, readable_sha256
@@ -282,23 +282,7 @@ def convert_robustbench(dst, name: str, dataset: str = "cifar10", threat_model: 
 def main(argv=None) -> int:
     """`advgen convert-checkpoint SRC DST [--arch ARCH] [--mean M M M] [--std S S S] [--overwrite]`;
     `advgen convert-checkpoint SRC DST --robustbench NAME --features LAYER [--dataset D] [--threat-model T]`."""
-    p = parser("advgen convert-checkpoint",
-               description="Convert a robustness-library / plain PyTorch checkpoint to safetensors + JSON. "
-                           "SRC is read with torch.load(weights_only=True); arbitrary pickles are refused.")
-    p.add_argument("src", help="source checkpoint: .pt/.pth/.ckpt (robustness layout, Classifier or bare "
-                               "state dict) or an advgen .safetensors")
-    p.add_argument("dst", help="destination .safetensors (its .json is written beside it)")
-    p.add_argument("--arch", choices=ARCHS, help="expected architecture (default: inferred from the weights)")
-    p.add_argument("--mean", type=float, nargs="+", help="input mean, for a bare net that stores none")
-    p.add_argument("--std", type=float, nargs="+", help="input std, for a bare net that stores none")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing DST")
-    rb = p.add_argument_group("RobustBench models (advgen.models.robustbench; needs pip install robustbench)")
-    rb.add_argument("--robustbench", metavar="NAME", help="SRC is RobustBench model NAME's .pt file, or else a directory "
-                    "in RobustBench's layout (DIR/DATASET/THREAT_MODEL/NAME.pt; downloaded there when missing)")
-    rb.add_argument("--features", metavar="LAYER", help="with --robustbench: the layer whose output is g(x) for "
-                    "inversion, NAME or NAME:input (e.g. logits:input, the final Linear's input)")
-    rb.add_argument("--dataset", default="cifar10", help="with --robustbench (default: cifar10)")
-    rb.add_argument("--threat-model", default="L2", help="with --robustbench (default: L2)")
+    p = command_parser("convert-checkpoint")
     args = p.parse_args(argv)
     if args.robustbench is None and args.features is not None:
         raise UsageError("--features applies only with --robustbench NAME")

@@ -208,12 +208,10 @@ def train_model(recipe: TrainRecipe) -> dict:
 
 def main(argv=None) -> int:
     """`advgen train RECIPE [KEY=VALUE ...]`."""
-    from advgen.cli import parser
+    from advgen.cli import command_parser
     from advgen.recipe import load_recipe
 
-    p = parser("advgen train", description="Train a source model from a recipe.")
-    p.add_argument("recipe", help="training recipe YAML (recipes/*_standard.yaml, *_robust_model.yaml)")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=5")
+    p = command_parser("train")
     args = p.parse_args(argv)
     train_model(load_recipe(args.recipe, TrainRecipe, args.overrides))
     return 0

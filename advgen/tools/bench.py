@@ -22,7 +22,6 @@ median. All methods run with the same torch thread count (--threads).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -37,14 +36,14 @@ import torch.nn.functional as F
 
 from advgen.attacks.descent import descend, l2_project, l2_step
 from advgen.attacks.pgd import targeted_pgd
-from advgen.cli import parser, run
+from advgen.cli import BENCH_METHODS, command_parser, run
 from advgen.errors import BenchError, CheckpointError, UsageError
 from advgen.models.checkpoint import freeze, load_checkpoint, read_meta
 from advgen.models.convert import load_model
 from advgen.models.fast import prepare
 from advgen.models.nets import CIFAR_MEAN, CIFAR_STD, build_classifier
 
-METHODS = ("floor", "torchattacks", "advgen", "advgen_fp32", "inversion")
+METHODS = BENCH_METHODS          # named in advgen.cli, for --help without torch
 ACCURACY_METHODS = ("floor", "torchattacks", "advgen", "advgen_fp32")
 
 
@@ -363,28 +362,7 @@ def emit(text: str, result: dict, out: Optional[str]) -> None:
 
 
 def main(argv=None) -> int:
-    p = parser("advgen bench", description=__doc__.split("\n\n")[0],
-               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=["small_cnn", "resnet18", "resnet50"],
-                   help="architecture (random weights); default resnet18, or the checkpoint's")
-    p.add_argument("--checkpoint", help="a trained .safetensors checkpoint: adds targeted success and mean l2")
-    p.add_argument("--data", help="HF dataset dir for real images (e.g. ../shared/data/cifar10); "
-                                  "default: digits for 1-channel models, else random images")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--eps", type=float, default=0.5)
-    p.add_argument("--step-size", type=float, default=0.1)
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per method (median reported)")
-    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads for every method (0: leave)")
-    p.add_argument("--eval-batches", type=int, default=1, help="batches for success/l2 (with --checkpoint)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="advgen default mode")
-    p.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto")
-    p.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
-    p.add_argument("--no-fuse-bn", action="store_true", help="do not fold BatchNorm into convs")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="write the JSON here")
+    p = command_parser("bench")
     args = p.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in args.methods if m not in METHODS]

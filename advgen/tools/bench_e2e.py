@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from advgen.cli import parser
+from advgen.cli import command_parser
 from advgen.cli import run as cli_run
 from advgen.errors import BenchError, UsageError
 
@@ -134,13 +134,7 @@ def table(result: dict) -> str:
 def main(argv=None) -> int:
     from advgen.tools.bench import emit
 
-    p = parser("advgen bench-e2e", description=__doc__.split("\n\n")[0])
-    p.add_argument("recipe", help="a generation recipe")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, as for advgen generate")
-    p.add_argument("--processes", default="1", help="comma-separated process counts to launch (default 1)")
-    p.add_argument("--threads", type=int, default=0, help="cores in total (default: all)")
-    p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--out", help="write the JSON here")
+    p = command_parser("bench-e2e")
     args = p.parse_args(argv)
     try:
         args.processes = [int(x) for x in args.processes.split(",") if x.strip()]
