@@ -610,7 +610,7 @@ def finalize(out: Path, recipe: GenerateRecipe, source: Source, ckpt: str, num_s
 
 def main(argv=None) -> int:
     p = command_parser("generate")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)      # flags may come between the overrides
     recipe = load_recipe(args.recipe, GenerateRecipe, args.overrides)
     make_state()
     torch.set_num_threads(threads_per_rank())     # after the state: accelerate's CPU path sets its own

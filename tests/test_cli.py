@@ -73,3 +73,14 @@ def test_command_parsers_are_the_ones_main_uses():
             p.parse_args(["--no-such-option"])
         source = Path(importlib.util.find_spec(cli.COMMANDS[name][0]).origin).read_text()
         assert f'command_parser("{name}")' in source and "add_argument(" not in source, name
+
+
+def test_flags_may_come_between_overrides(capsys):
+    """`advgen generate digits_det --overwrite attack.eps=1` used to fail with "unrecognized arguments": each
+    command's main reads flags between the overrides (here it gets as far as looking for the recipe)."""
+    for name, flag in (("train", None), ("generate", "--overwrite"), ("verify", "--only=d_det"),
+                       ("bench-e2e", "--repeats=2"), ("transfer", None)):
+        argv = [name, "no_such_recipe_xyz", "a.b=1"] + ([flag] if flag else []) + ["c=2"]
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "'no_such_recipe_xyz' does not exist" in err and "unrecognized" not in err, (name, err)

@@ -212,6 +212,6 @@ def main(argv=None) -> int:
     from advgen.recipe import load_recipe
 
     p = command_parser("train")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)      # flags may come between the overrides
     train_model(load_recipe(args.recipe, TrainRecipe, args.overrides))
     return 0

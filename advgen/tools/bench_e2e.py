@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     from advgen.tools.bench import emit
 
     p = command_parser("bench-e2e")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)      # flags may come between the overrides
     try:
         args.processes = [int(x) for x in args.processes.split(",") if x.strip()]
         assert args.processes and min(args.processes) >= 1 and args.repeats >= 1
