@@ -40,7 +40,7 @@ from urllib.parse import quote
 
 from tqdm.auto import tqdm
 
-from advgen.cli import parser, run
+from advgen.cli import bars_off, parser, run
 from advgen.errors import CardError, OutputError
 from advgen.recipe import DIGITS_SPLIT_SEED, DIGITS_TEST_FRACTION, TARGETS_OF
 from advgen.writers.layout import MANIFEST, check_files, read_manifest
@@ -186,7 +186,7 @@ def load_config(out) -> ConfigSource:
     total = sum((out / sh[k]).stat().st_size for sh in manifest["shards"] for k in ("tar", "parquet")
                 if isinstance(sh.get(k), str) and (out / sh[k]).is_file())
     with tqdm(total=total, desc=f"checksums of {out.name}", unit="B", unit_scale=True, leave=False,
-              disable=total < CHECKSUM_BAR_BYTES) as bar:
+              disable=bars_off(total < CHECKSUM_BAR_BYTES)) as bar:
         check_files(out, manifest, progress=bar.update)
     return cfg
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 from typing import Callable, Optional
 
@@ -158,8 +160,69 @@ def one_line(text) -> str:
     return " ".join(str(text).split())
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# What a run says: progress lines through the "advgen" logger (accelerate's, once a process group exists: the main
+# process says it once), -q / -v / ADVGEN_VERBOSITY choose how much.
+# ----------------------------------------------------------------------------------------------------------------
+
+LOGGER = "advgen"
+QUIET, NORMAL, VERBOSE = -1, 0, 1
+
+
+class _Stdout(logging.Handler):
+    """Writes to whatever sys.stdout is at the time (a test's capture, a redirected stream)."""
+
+    def emit(self, record):
+        sys.stdout.write(self.format(record) + "\n")
+        sys.stdout.flush()
+
+
+def configure_logging(verbosity: Optional[int] = None) -> int:
+    """-q (QUIET): warnings and errors only, no progress bars; NORMAL: advgen's progress lines; -v (VERBOSE): also the
+    libraries' own info logs (accelerate, datasets, huggingface_hub). Read from ADVGEN_VERBOSITY when not given, and
+    written there, so the ranks `accelerate launch` starts and advgen's subprocesses say as much."""
+    if verbosity is None:
+        text = os.environ.get("ADVGEN_VERBOSITY", "0").strip()
+        verbosity = int(text) if text.lstrip("-").isdigit() else NORMAL
+    os.environ["ADVGEN_VERBOSITY"] = str(verbosity)
+    if verbosity <= QUIET:
+        os.environ["TQDM_DISABLE"] = "1"
+    log = logging.getLogger(LOGGER)
+    if not any(isinstance(h, _Stdout) for h in log.handlers):
+        handler = _Stdout()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    log.propagate = False
+    log.setLevel(logging.WARNING if verbosity <= QUIET else logging.INFO if verbosity == NORMAL else logging.DEBUG)
+    for name in ("accelerate", "datasets", "huggingface_hub"):
+        if verbosity >= VERBOSE:
+            logging.getLogger(name).setLevel(logging.INFO)
+    return verbosity
+
+
+def bars_off(off: bool = False) -> bool:
+    """`disable=` for a progress bar that passes its own: also off under -q (tqdm reads TQDM_DISABLE only when the
+    caller passes no disable)."""
+    return off or os.environ.get("TQDM_DISABLE", "").strip().lower() in ("1", "true", "yes")
+
+
+def say(message: str, main_process_only: bool = True) -> None:
+    """One progress line, unless -q. Once accelerate's state exists (generate, verify, reproduce under accelerate
+    launch), through accelerate's logger, which lets only the main process speak unless main_process_only=False."""
+    if "accelerate" in sys.modules:             # never imports accelerate (torch) for the torch-free commands
+        from accelerate.state import PartialState
+
+        if PartialState._shared_state:
+            from accelerate.logging import get_logger
+
+            get_logger(LOGGER).info(message, main_process_only=main_process_only)
+            return
+    logging.getLogger(LOGGER).info(message)
+
+
 def run(command: str, main: Callable[[Optional[list]], int], argv: Optional[list] = None) -> int:
     """`main(argv)`, with any AdvgenError as `advgen COMMAND: error: ...` on stderr and exit status 2."""
+    configure_logging()
     try:
         return main(argv)
     except AdvgenError as e:
@@ -169,12 +232,15 @@ def run(command: str, main: Callable[[Optional[list]], int], argv: Optional[list
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    while argv[:1] and argv[0] in ("-q", "--quiet", "-v", "--verbose"):     # advgen -q COMMAND ...
+        configure_logging(QUIET if argv.pop(0) in ("-q", "--quiet") else VERBOSE)
     if argv[:1] in (["--version"], ["-V"]):
         from advgen import __version__
         print(f"advgen {__version__}")
         return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: advgen COMMAND [ARGS]   (advgen COMMAND -h for its options)\n\ncommands:")
+        print("usage: advgen [-q | -v] COMMAND [ARGS]   (advgen COMMAND -h for its options; -q: warnings only, no "
+              "progress bars; -v: also the libraries' logs; or ADVGEN_VERBOSITY=-1/0/1)\n\ncommands:")
         for name, (_, help_) in COMMANDS.items():
             print(f"  {name:<20} {help_}")
         if argv and argv[0] not in ("-h", "--help"):

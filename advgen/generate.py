@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 
 from advgen.attacks.inversion import draw_x0, relative_distance
 from advgen.attacks.pgd import choose_targets
-from advgen.cli import command_parser, run
+from advgen.cli import bars_off, command_parser, run, say
 from advgen.errors import CheckpointError, RecipeError
 from advgen.models.checkpoint import load_checkpoint, read_meta
 from advgen.models.files import readable_sha256
@@ -126,7 +126,7 @@ def resolve_checkpoint(ref: SourceModelRef, train_if_missing: bool = True) -> st
 
             dst.parent.mkdir(parents=True, exist_ok=True)
             convert_checkpoint(src, dst, overwrite=True)
-            print(f"converted {ref.checkpoint} -> {dst} (advgen convert-checkpoint does this explicitly)")
+            say(f"converted {ref.checkpoint} -> {dst} (advgen convert-checkpoint does this explicitly)")
         return str(dst)
     recipe = load_recipe(ref.train_recipe, TrainRecipe)
     path = Path(recipe.checkpoint)
@@ -402,13 +402,13 @@ def generate(recipe: GenerateRecipe, overwrite: bool = False, redo_mismatched: b
         from advgen.report import speed_text
 
         for note in notes:
-            print(f"{recipe.name}: {note}", flush=True)
-        print(f"{recipe.name}: runs on {speed_text(speed, state.num_processes)}", flush=True)
+            say(f"{recipe.name}: {note}")
+        say(f"{recipe.name}: runs on {speed_text(speed, state.num_processes)}")
     state.wait_for_everyone()
     mine = todo[state.process_index::state.num_processes]
     pending = sum(min(size, n - i * size) for i in mine)
     bar = tqdm(total=pending, desc=f"{recipe.name} [{state.num_processes} proc]", unit="img",
-               disable=not state.is_main_process)
+               disable=bars_off(not state.is_main_process))
     # Shards are written by a background thread while the next shard is attacked; `waited` is the time the attack
     # spent blocked on the writer (0 when writing hides behind the attack).
     t_setup, waited = time.time() - t_start, 0.0
@@ -604,7 +604,7 @@ def finalize(out: Path, recipe: GenerateRecipe, source: Source, ckpt: str, num_s
         manifest["preview"] = {"path": PREVIEW, "sha256": sha256_file(out / PREVIEW)}
     write_manifest(out, manifest)
     s = manifest["stats"]
-    print(f"{recipe.name}: {manifest['count']} samples in {num_shards} shards -> {out}"
+    say(f"{recipe.name}: {manifest['count']} samples in {num_shards} shards -> {out}"
           + (f"; targeted success {s['mean_success']:.3f}, mean l2 {s['mean_l2']:.4f}" if "mean_success" in s else ""))
 
 

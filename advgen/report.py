@@ -474,21 +474,40 @@ def figure2a(original, sets: dict, n: int, path: Path) -> bool:
     return True
 
 
-def accuracy_chart(report: dict, path: Path):
-    """Figure 2b: standard and robust test accuracy per training set, ours (error bar = std over seeds)
-    beside the paper's (hatched) where it has a number; other radii are in robustness_curve."""
-    plt = _pyplot()
-
+def accuracy_series(report: dict) -> list[tuple]:
+    """The bars of Figure 2b, in order: clean accuracy (ours, paper), then robust accuracy by increasing ε (the
+    report's own ε with the paper's beside it, then the extra radii); (label, values, errors, color, hatch), series
+    with no value left out."""
     results, ev = report["results"], report["eval"]
 
     def ours(key):
         return [r[key] for r in results], [r[key + "_std"] for r in results]
 
+    def at(eps: float):        # robust accuracy of each set at an extra radius (None where it was not measured)
+        cells = [next((v for k, v in (r.get("robust_acc_at") or {}).items() if float(k) == eps), None) for r in results]
+        return [c and c["mean"] for c in cells], [c["std"] if c else 0.0 for c in cells]
+
     series = [("std (ours)", *ours("std_acc"), "#1f77b4", None),
-              ("std (paper)", [r["paper_std_acc"] for r in results], None, "#aec7e8", "//"),
-              (f"robust ε {ev['eps']:g} (ours)", *ours("robust_acc"), "#ff7f0e", None),
-              ("robust (paper)", [r["paper_robust_acc"] for r in results], None, "#ffbb78", "//")]
-    series = [s for s in series if any(v is not None for v in s[1])]
+              ("std (paper)", [r["paper_std_acc"] for r in results], None, "#aec7e8", "//")]
+    extra = sorted({float(k) for r in results for k in (r.get("robust_acc_at") or {})} - {float(ev["eps"])})
+    shades = ["#ff7f0e", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
+    for i, eps in enumerate(sorted([float(ev["eps"])] + extra)):       # the bars go by ε, clean first
+        color = shades[i % len(shades)]
+        if eps == float(ev["eps"]):
+            series += [(f"robust ε {eps:g} (ours)", *ours("robust_acc"), color, None),
+                       (f"robust ε {eps:g} (paper)", [r["paper_robust_acc"] for r in results], None, "#ffbb78", "//")]
+        else:
+            series.append((f"robust ε {eps:g} (ours)", *at(eps), color, None))
+    return [s for s in series if any(v is not None for v in s[1])]
+
+
+def accuracy_chart(report: dict, path: Path):
+    """Figure 2b: standard and robust test accuracy per training set, ours (error bar = std over seeds) beside the
+    paper's (hatched) where it has a number, the bars in order of ε (accuracy_series)."""
+    plt = _pyplot()
+
+    results, ev = report["results"], report["eval"]
+    series = accuracy_series(report)
     x = np.arange(len(results))
     w = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(series) * len(results) + 2.0), 4.4))

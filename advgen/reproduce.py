@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from advgen.cli import parser, run
+from advgen.cli import parser, run, say
 from advgen.errors import PipelineError, RecipeError
 from advgen.recipe import (PIPELINE_DATASETS, TARGETS_OF, GenerateRecipe, ReproduceRecipe, TrainRecipe, VerifyRecipe,
                            load_recipe, non_default, parse_override, to_dict)
@@ -243,11 +243,11 @@ class Stage:
     def run(self, work, describe: dict) -> dict:
         if self.cached:
             if self.state.is_main_process:
-                print(f"[{self.name}] done before ({self.record.get('seconds', 0):.0f} s then), inputs unchanged: "
-                      "skipped", flush=True)
+                say(f"[{self.name}] done before ({self.record.get('seconds', 0):.0f} s then), inputs unchanged: "
+                    "skipped")
             return self.record
         if self.state.is_main_process:
-            print(f"[{self.name}] {'inputs changed: redoing' if self.stale else 'running'}", flush=True)
+            say(f"[{self.name}] {'inputs changed: redoing' if self.stale else 'running'}")
             write_record(self.p, self.name, {"stage": self.name, "key": self.key, "status": "running",
                                               "started": _now(), **describe})
         self.state.wait_for_everyone()
@@ -427,7 +427,7 @@ def write_report(p: Pipeline, recs: dict, seconds: float) -> dict:
         "figures": {k: f"verify/{v}" for k, v in vrep.get("figures", {}).items()},
     }
     write_pipeline_report(report, p.dir)
-    print(f"{p.recipe.name}: report -> {p.dir / 'report.md'}")
+    say(f"{p.recipe.name}: report -> {p.dir / 'report.md'}")
     return report
 
 

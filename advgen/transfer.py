@@ -57,7 +57,7 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
-from advgen.cli import command_parser, run
+from advgen.cli import command_parser, run, say
 from advgen.errors import DatasetError, RecipeError
 from advgen.recipe import (AttackConfig, DatasetEntry, ModelConfig, SourceConfig, TrainConfig, _check, load_recipe,
                            to_dict)
@@ -424,14 +424,14 @@ def transfer(recipe: TransferRecipe) -> dict:
         ex, attack_seconds = cached
     else:
         t0 = time.perf_counter()
-        print(f"{recipe.name}: attacking {min(len(test), recipe.transfer_limit or len(test))} test images on the "
-              f"source model ({recipe.attack.norm} eps {recipe.attack.eps:g}, {recipe.attack.steps} steps, targets "
-              f"{recipe.attack.targets})", flush=True)
+        say(f"{recipe.name}: attacking {min(len(test), recipe.transfer_limit or len(test))} test images on the "
+            f"source model ({recipe.attack.norm} eps {recipe.attack.eps:g}, {recipe.attack.steps} steps, targets "
+            f"{recipe.attack.targets})")
         ex = make_examples(recipe, model, test, device)
         attack_seconds = round(time.perf_counter() - t0, 2)
         save_examples(recipe, ex_key, ex, attack_seconds)
-    print(f"{recipe.name}: source fooled on {float(ex.fooled.float().mean()):.3f} of {len(ex.labels)} test images "
-          f"(mean l2 {float(ex.l2.mean()):.3f})", flush=True)
+    say(f"{recipe.name}: source fooled on {float(ex.fooled.float().mean()):.3f} of {len(ex.labels)} test images "
+        f"(mean l2 {float(ex.l2.mean()):.3f})")
 
     data_ids = {"generated": {"dataset": (hashlib.sha256((Path(recipe.dataset) / "manifest.json").read_bytes())
                                           .hexdigest() if where == "advgen" else recipe.dataset),
@@ -445,15 +445,15 @@ def transfer(recipe: TransferRecipe) -> dict:
             stem = f"{name}-seed{seed}-{part}"
             r = cached_run(recipe, stem, key)
             if r is None:
-                print(f"{recipe.name}: model {2 * k + (part == 'original') + 1} of {2 * len(jobs)}: {name} seed {seed} "
-                      f"on {'the generated set' if part == 'generated' else 'D'}", flush=True)
+                say(f"{recipe.name}: model {2 * k + (part == 'original') + 1} of {2 * len(jobs)}: {name} seed {seed} "
+                    f"on {'the generated set' if part == 'generated' else 'D'}")
                 r = (run_generated(recipe, name, seed, train, test, mean, std, device) if part == "generated" else
                      run_original(recipe, name, seed, original, test, ex, mean, std, device, model))
                 write_json(recipe.out_dir / RUNS_DIR / f"{stem}.json", {"key": key, "run": r})
             per[(name, seed, part)] = r
         g, o = per[(name, seed, "generated")], per[(name, seed, "original")]
-        print(f"{recipe.name}: {name} seed {seed}: acc trained on the set {g['acc']:.4f}, on D {o['acc']:.4f}; "
-              f"transfer {o['transfer_targeted']:.4f} targeted, {o['transfer_untargeted']:.4f} untargeted", flush=True)
+        say(f"{recipe.name}: {name} seed {seed}: acc trained on the set {g['acc']:.4f}, on D {o['acc']:.4f}; "
+            f"transfer {o['transfer_targeted']:.4f} targeted, {o['transfer_untargeted']:.4f} untargeted")
 
     rows = [summarise(recipe, name, [(per[(name, s, "generated")], per[(name, s, "original")], s)
                                      for s in recipe.seeds], meta) for name in recipe.archs]
@@ -641,7 +641,7 @@ def main(argv=None) -> int:
     args = p.parse_intermixed_args(argv)
     recipe = load_transfer_recipe(args.recipe, args.overrides)
     report = transfer(recipe)
-    print(f"{recipe.name}: report -> {recipe.out_dir / 'transfer.md'}")
+    say(f"{recipe.name}: report -> {recipe.out_dir / 'transfer.md'}")
     for r in report["archs"]:
         print(f"  {r['title']:<16} acc on set {pct(r['acc_generated'], r['acc_generated_std']):>14}   "
               f"transfer {pct(r['transfer_rate'], r['transfer_rate_std']):>14}")

@@ -41,7 +41,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from advgen.cli import command_parser, run
+from advgen.cli import command_parser, run, say
 from advgen.errors import AdvgenError, DatasetError
 from advgen.recipe import DatasetEntry, VerifyRecipe, load_recipe, non_default, parse_claim, to_dict
 from advgen.report import markdown_table, write_verify_report
@@ -200,8 +200,8 @@ def verify(recipe: VerifyRecipe) -> dict:
     state.wait_for_everyone()           # every rank has read the same cache before anyone writes to it
     mine = deal(pending, [job_cost(recipe, name) for name, _ in pending], state.num_processes)[state.process_index]
     if state.is_main_process and done:
-        print(f"{recipe.name}: {len(done)} of {len(jobs)} models already trained ({recipe.out_dir / RUNS_DIR}); "
-              f"{len(pending)} to go", flush=True)
+        say(f"{recipe.name}: {len(done)} of {len(jobs)} models already trained ({recipe.out_dir / RUNS_DIR}); "
+            f"{len(pending)} to go")
     sets: dict[str, TrainSet] = {}
     runs, error = list(done.values()) if state.is_main_process else [], None
     try:
@@ -209,13 +209,13 @@ def verify(recipe: VerifyRecipe) -> dict:
             entry = recipe.datasets[name]
             if name not in sets:
                 sets[name] = trainset_of(recipe, name, entry, original)
-            print(f"{recipe.name}: model {k + 1} of {len(mine)}"
-                  + (f" on rank {state.process_index}" if state.num_processes > 1 else "")
-                  + f": {name} seed {seed}", flush=True)
+            say(f"{recipe.name}: model {k + 1} of {len(mine)}"
+                + (f" on rank {state.process_index}" if state.num_processes > 1 else "")
+                + f": {name} seed {seed}", main_process_only=False)
             r = train_and_eval(recipe, entry, name, sets[name], test, mean, std, seed, device)
             r.update(dataset=name, origin=sets[name].origin, num_train=len(sets[name].labels))
-            print(f"{recipe.name}: {name} seed {seed}: std acc {r['std_acc']:.4f}, robust acc {r['robust_acc']:.4f} "
-                  f"({recipe.eval.norm} eps {recipe.eval.eps}) in {r['seconds']:.1f} s", flush=True)
+            say(f"{recipe.name}: {name} seed {seed}: std acc {r['std_acc']:.4f}, robust acc {r['robust_acc']:.4f} "
+                f"({recipe.eval.norm} eps {recipe.eval.eps}) in {r['seconds']:.1f} s", main_process_only=False)
             save_run(recipe, (name, seed), run_keys[(name, seed)], r)
             runs.append(r)
     except AdvgenError as e:          # tell the other ranks instead of leaving them in the gather
@@ -358,7 +358,7 @@ def main(argv=None) -> int:
     report = verify(recipe)
     if report is None:          # not the main process
         return 0
-    print(f"{recipe.name}: report -> {recipe.out_dir / 'report.md'}")
+    say(f"{recipe.name}: report -> {recipe.out_dir / 'report.md'}")
     print(markdown_table(report["results"]))
     failed = [r for r in report["results"] if not r["passed"]]
     for r in failed:

@@ -84,3 +84,31 @@ def test_flags_may_come_between_overrides(capsys):
         assert cli.main(argv) == 2
         err = capsys.readouterr().err
         assert "'no_such_recipe_xyz' does not exist" in err and "unrecognized" not in err, (name, err)
+
+
+def test_quiet_and_verbose(gen_recipe):
+    """`advgen -q generate ...` says nothing but warnings (no progress lines, no bars); the default says how it runs
+    and where the output went; ADVGEN_VERBOSITY carries the choice into `accelerate launch`ed ranks."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    path, out = gen_recipe(source__limit=16, output__shard_size=16)
+    env = {k: v for k, v in os.environ.items() if k not in ("TQDM_DISABLE", "ADVGEN_VERBOSITY")}
+
+    def advgen(*args):
+        return subprocess.run([sys.executable, "-m", "advgen.cli", *args], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    normal = advgen("generate", str(path), "--overwrite")
+    assert normal.returncode == 0, normal.stderr[-2000:]
+    assert "t_det: runs on 1 proc" in normal.stdout and "t_det: 16 samples in 1 shards" in normal.stdout
+    assert "img/s" in normal.stderr                                # the progress bar
+    quiet = advgen("-q", "generate", str(path), "--overwrite")
+    assert quiet.returncode == 0 and quiet.stdout == "" and "img/s" not in quiet.stderr, quiet.stdout + quiet.stderr
+    verbose = advgen("--verbose", "generate", str(path), "--overwrite")
+    assert verbose.returncode == 0 and "t_det: runs on 1 proc" in verbose.stdout
+    env["ADVGEN_VERBOSITY"] = "-1"                                # what `advgen -q` hands to launched ranks
+    assert advgen("generate", str(path), "--overwrite").stdout == ""

@@ -399,3 +399,15 @@ def test_report_says_which_setting_each_recipe_measured():
         "`cpu` scale: the fast pipeline at width 16 on the first 2,000 CIFAR-10 training images"
     assert setting_of(rep(dict(cifar, limit=1000), {"arch": "small_cnn"})).startswith("stand-in: small_cnn")
     assert setting_of(rep({"kind": "digits"}, {"arch": "small_cnn"})).startswith("stand-in: scikit-learn digits")
+
+
+def test_figure_2b_bars_go_by_eps(report_dir):
+    """Clean first, then robust accuracy at the report's ε (with the paper's beside it), then each extra radius."""
+    from advgen.report import accuracy_series
+
+    report = json.loads((report_dir / "report.json").read_text())
+    labels = [s[0] for s in accuracy_series(report)]
+    assert labels == ["std (ours)", "std (paper)", "robust ε 0.5 (ours)", "robust ε 0.5 (paper)", "robust ε 1 (ours)"]
+    extra = accuracy_series(report)[-1]
+    assert extra[1] == [r["robust_acc_at"]["1"]["mean"] for r in report["results"]]
+    assert (report_dir / "accuracy.png").is_file()

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from advgen.attacks.pgd import untargeted_pgd
+from advgen.cli import bars_off, say
 from advgen.models.checkpoint import freeze, save_checkpoint
 from advgen.models.nets import Classifier, build_classifier
 from advgen.recipe import AttackConfig, AugmentConfig, RecipeError, TrainRecipe, to_dict
@@ -93,7 +94,7 @@ def robust_accuracy(model, images_u8, labels, *, eps: float, norm: str = "l2", s
     dev = next(model.parameters()).device
     step_size = step_size or 2.5 * eps / steps
     correct = torch.zeros((), device=dev)
-    bar = tqdm(total=len(labels), desc=desc, unit="img", leave=False, disable=desc is None)
+    bar = tqdm(total=len(labels), desc=desc, unit="img", leave=False, disable=bars_off(desc is None))
     for i in range(0, len(labels), batch_size):
         bar.update(min(batch_size, len(labels) - i))
         x = images_u8[i:i + batch_size].to(dev).float() / 255.0
@@ -199,10 +200,10 @@ def train_model(recipe: TrainRecipe) -> dict:
             "adversarial_iterate": "last" if adv is not None else None,
             "recipe": to_dict(recipe), "metrics": metrics}
     save_checkpoint(model, recipe.checkpoint, meta)
-    print(f"{recipe.name}: test acc {metrics['test_acc']:.4f}"
-          + (f", robust acc {metrics['robust_acc']:.4f} at {metrics['robust_norm']} eps {eval_eps}"
-             if "robust_acc" in metrics else "")
-          + f" ({metrics['seconds']:.1f} s) -> {recipe.checkpoint}")
+    say(f"{recipe.name}: test acc {metrics['test_acc']:.4f}"
+        + (f", robust acc {metrics['robust_acc']:.4f} at {metrics['robust_norm']} eps {eval_eps}"
+           if "robust_acc" in metrics else "")
+        + f" ({metrics['seconds']:.1f} s) -> {recipe.checkpoint}")
     return json.loads(json.dumps(meta))
 
 
