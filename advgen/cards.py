@@ -59,6 +59,8 @@ def template_dir() -> Path:
 
 # Where an output's files go in the repo (see repo_layout).
 REPO_DATA_DIR, REPO_WDS_DIR, REPO_MANIFEST_DIR, REPO_ASSETS_DIR = "data", "webdataset", "manifests", "assets"
+REPO_RECIPE_DIR = "recipes"
+PUBLIC_RECIPE = "<the manifest's recipe, as YAML>"     # repo_layout's source for recipes/<config>.yaml (made here)
 CONFIG_ORDER = ("d_det", "d_rand", "d_robust", "d_nonrobust")
 
 CONFIGS = {
@@ -136,6 +138,7 @@ def repo_layout(cfg: ConfigSource) -> dict[str, str]:
     for s in cfg.manifest["shards"]:
         files[f"{REPO_WDS_DIR}/{name}/{Path(s['tar']).name}"] = s["tar"]
     files[f"{REPO_MANIFEST_DIR}/{name}.json"] = MANIFEST
+    files[f"{REPO_RECIPE_DIR}/{name}.yaml"] = PUBLIC_RECIPE
     preview = cfg.manifest.get("preview")
     if isinstance(preview, dict) and isinstance(preview.get("path"), str):
         files[f"{REPO_ASSETS_DIR}/{name}.png"] = preview["path"]       # the sample grid the card shows
@@ -209,6 +212,20 @@ def public_manifest(cfg: ConfigSource) -> bytes:
     m = clean(cfg.manifest)
     m["recipe"].setdefault("output", {})["dir"] = "."
     return (json.dumps(m, indent=2) + "\n").encode()
+
+
+def public_recipe(cfg: ConfigSource) -> bytes:
+    """recipes/<config>.yaml of the repo: the resolved recipe that made the config (local paths cut as in the
+    public manifest), output.dir runs/<config>: `advgen generate recipes/<config>.yaml` remakes it."""
+    import yaml
+
+    recipe = json.loads(public_manifest(cfg))["recipe"]
+    recipe.setdefault("output", {})["dir"] = f"runs/{cfg.name}"
+    sha = cfg.manifest["checkpoint"].get("sha256")
+    head = (f"# Remakes config {cfg.name} of this repo: advgen generate recipes/{cfg.name}.yaml\n"
+            f"# model.checkpoint must be the source model this config was made from (sha256 {sha});\n"
+            "# the same recipe and seed give the same bytes on the CPU.\n")
+    return (head + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True)).encode()
 
 
 def load_configs(outs) -> list[ConfigSource]:

@@ -12,6 +12,7 @@ Repo layout (cards.repo_layout; the card's `configs:` point at the parquet files
     manifests/<config>.json                    provenance: resolved recipe, checkpoint sha256, shard checksums
                                                (absolute local paths made relative to the output or cut to a name)
     assets/<config>.png                        the sample grid `generate` drew (preview.png), shown on the card
+    recipes/<config>.yaml                      the recipe that made it: advgen generate recipes/<config>.yaml
 
 <config> is manifest["dataset"] (d_det, d_rand, d_robust, d_nonrobust). Every output is checked before anything
 is sent (manifest present, every shard's marker present and agreeing with the manifest, sha256 of every file as
@@ -39,13 +40,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from advgen.cards import (CONFIGS, REPO_ASSETS_DIR, REPO_DATA_DIR, REPO_MANIFEST_DIR, REPO_WDS_DIR, ConfigSource,
-                          human_size, load_configs, public_manifest, render_card, report_figures, repo_layout)
+from advgen.cards import (CONFIGS, PUBLIC_RECIPE, REPO_ASSETS_DIR, REPO_DATA_DIR, REPO_MANIFEST_DIR, REPO_RECIPE_DIR,
+                          REPO_WDS_DIR, ConfigSource, human_size, load_configs, public_manifest, public_recipe,
+                          render_card, report_figures, repo_layout)
 from advgen.cli import parser, run
 from advgen.errors import CardError, OutputError, PublishError
 from advgen.writers.layout import MANIFEST
 
-MANAGED_DIRS = (REPO_DATA_DIR, REPO_WDS_DIR, REPO_MANIFEST_DIR, REPO_ASSETS_DIR)
+MANAGED_DIRS = (REPO_DATA_DIR, REPO_WDS_DIR, REPO_MANIFEST_DIR, REPO_ASSETS_DIR, REPO_RECIPE_DIR)
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,8 @@ def plan_files(cfgs: list[ConfigSource], card: str) -> list[RepoFile]:
     files = [RepoFile("README.md", len(card.encode()), data=card.encode())]
     for c in cfgs:
         for path_in_repo, rel in repo_layout(c).items():
-            if rel == MANIFEST:      # the checked manifest, without local paths
-                data = public_manifest(c)
+            if rel in (MANIFEST, PUBLIC_RECIPE):      # made here: the checked manifest / its recipe, no local paths
+                data = public_manifest(c) if rel == MANIFEST else public_recipe(c)
                 files.append(RepoFile(path_in_repo, len(data), data=data))
             else:
                 local = c.out / rel
@@ -184,7 +186,8 @@ def publish(cfgs: list[ConfigSource], files: list[RepoFile], repo_id: str, token
             parts = p.split("/")
             if parts[0] not in MANAGED_DIRS or len(parts) < 2:
                 continue
-            config = parts[1] if parts[0] not in (REPO_MANIFEST_DIR, REPO_ASSETS_DIR) else parts[1].rsplit(".", 1)[0]
+            one_file = parts[0] in (REPO_MANIFEST_DIR, REPO_ASSETS_DIR, REPO_RECIPE_DIR)     # <dir>/<config>.<ext>
+            config = parts[1].rsplit(".", 1)[0] if one_file else parts[1]
             if config in published or prune:
                 stale.append(p)
             elif config in CONFIGS:

@@ -155,8 +155,9 @@ def test_publish_creates_one_commit_with_the_layout(two_config_repo, hub_server)
         assert sorted(f for f in files if f.startswith(f"webdataset/{name}/")) == \
             [f"webdataset/{name}/shard-{i:05d}.tar" for i in range(3)]
     assert {f for f in files if f.startswith("assets/")} == {f"assets/{name}.png" for name in TWO}   # the previews
+    assert {f for f in files if f.startswith("recipes/")} == {f"recipes/{name}.yaml" for name in TWO}
     assert set(files) == {".gitattributes", "README.md"} | {f for f in files if f.startswith(
-        ("data/", "webdataset/", "manifests/", "assets/"))}
+        ("data/", "webdataset/", "manifests/", "assets/", "recipes/"))}
     assert {f for f in hub_server.lfs_files(repo)} >= {f for f in files if f.endswith((".parquet", ".tar"))}
 
 
@@ -189,6 +190,24 @@ def test_load_dataset_matches_local_output(two_config_repo, outputs, name):
     assert_same_as_local(ds, outputs[name], ds.features)
     stream = load_dataset(repo, name, split="train", streaming=True)
     assert_same_as_local(list(stream), outputs[name], stream.features)
+
+
+def test_the_published_recipe_remakes_the_config_byte_for_byte(two_config_repo, outputs, hub_server, tiny_model,
+                                                              tmp_path, monkeypatch):
+    """recipes/<config>.yaml of the repo, run with the source model, gives the published shards again."""
+    from advgen.generate import generate
+    from advgen.recipe import GenerateRecipe, load_recipe
+
+    repo, _ = two_config_repo
+    text = hub_server.files(repo)["recipes/d_det.yaml"]
+    assert text.startswith(b"# Remakes config d_det") and str(outputs["d_det"].parent).encode() not in text
+    (tmp_path / "d_det.yaml").write_bytes(text)
+    monkeypatch.chdir(tmp_path)
+    out = generate(load_recipe(tmp_path / "d_det.yaml", GenerateRecipe, [f"model.checkpoint={tiny_model}"]))
+    assert out == Path("runs/d_det")
+    for sub in ("shards", "data"):
+        for f in sorted((outputs["d_det"] / sub).iterdir()):
+            assert (out / sub / f.name).read_bytes() == f.read_bytes(), f.name
 
 
 def test_load_dataset_without_a_config_gives_the_first(two_config_repo, outputs):
@@ -290,7 +309,7 @@ def test_dry_run_lists_files_and_sizes_and_uploads_nothing(outputs, hub_server, 
     rc, out, err = publish_main(capsys, *need(outputs, TWO), "--repo-id", hub_repo_id, "--dry-run")
     assert rc == 0, err
     assert "README.md" in out and "data/d_det/train-00000.parquet" in out and "webdataset/d_rand/shard-00002.tar" in out
-    assert "manifests/d_rand.json" in out and "assets/d_rand.png" in out and "17 files" in out and " kB" in out
+    assert "manifests/d_rand.json" in out and "assets/d_rand.png" in out and "19 files" in out and " kB" in out
     assert hub_server.requests_log[n:] == [] and not hub_server.repo_exists(hub_repo_id)
 
 
