@@ -50,7 +50,18 @@ class Classifier(nn.Module):
         return f, self.model.head(f)
 
 
-class SmallCNN(nn.Module):
+class FeatureNet(nn.Module):
+    """A net as advgen uses it: `features(x)` = g, the penultimate layer (what inversion matches); `head(g)` = the
+    logits (a final Linear named `linear`, unless a subclass says otherwise); forward = head(features(x))."""
+
+    def head(self, f):
+        return self.linear(f)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class SmallCNN(FeatureNet):
     def __init__(self, in_channels=1, num_classes=10, width=32, feature_dim=64):
         super().__init__()
         w = width
@@ -67,12 +78,6 @@ class SmallCNN(nn.Module):
         x = F.adaptive_max_pool2d(x, 4)     # 8x8 digits -> 4x4; larger inputs are pooled down
         x = F.relu(self.conv3(x))
         return F.relu(self.fc(x.flatten(1)))
-
-    def head(self, f):
-        return self.linear(f)
-
-    def forward(self, x):
-        return self.head(self.features(x))
 
 
 class BasicBlock(nn.Module):
@@ -118,7 +123,7 @@ class Bottleneck(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class ResNet(nn.Module):
+class ResNet(FeatureNet):
     def __init__(self, block, num_blocks, num_classes=10, in_channels=3):
         super().__init__()
         self.in_planes = 64
@@ -142,12 +147,6 @@ class ResNet(nn.Module):
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         # the library uses avg_pool2d(out, 4): the same global pool on 32x32 inputs
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
-
-    def head(self, f):
-        return self.linear(f)
-
-    def forward(self, x):
-        return self.head(self.features(x))
 
 
 def build_net(arch: str, num_classes: int, in_channels: int, width: int = 32, feature_dim: int = 64) -> nn.Module:
@@ -208,7 +207,7 @@ def _halve(x, kind: str = "max"):
     return F.max_pool2d(x, 2) if kind == "max" else F.avg_pool2d(x, 2)
 
 
-class MLP(nn.Module):
+class MLP(FeatureNet):
     """Two hidden layers on the flattened image, no convolution. It sees the image on an 8x8 grid (the
     digits' own; 32x32 inputs are averaged in 4x4 blocks), so one net fits both sizes."""
 
@@ -224,14 +223,8 @@ class MLP(nn.Module):
         x = F.adaptive_avg_pool2d(x, self.GRID) if x.shape[-2:] != (self.GRID, self.GRID) else x
         return F.relu(self.fc2(F.relu(self.fc1(x.flatten(1)))))
 
-    def head(self, f):
-        return self.linear(f)
 
-    def forward(self, x):
-        return self.head(self.features(x))
-
-
-class GapCNN(nn.Module):
+class GapCNN(FeatureNet):
     """All-convolutional with BatchNorm: 3x3, 3x3, strided 3x3, 1x1 to feature_dim, global average pool."""
 
     def __init__(self, in_channels=1, num_classes=10, width=32, feature_dim=64):
@@ -253,14 +246,8 @@ class GapCNN(nn.Module):
         x = F.relu(self.bn3(self.conv3(x)))
         return F.relu(self.conv4(x)).mean(dim=(2, 3))
 
-    def head(self, f):
-        return self.linear(f)
 
-    def forward(self, x):
-        return self.head(self.features(x))
-
-
-class WideCNN(nn.Module):
+class WideCNN(FeatureNet):
     """Wide and shallow: one 5x5 conv with 4*width channels (stride 2 on inputs over 16 pixels), max pool
     to 4x4, one fully connected layer to feature_dim."""
 
@@ -276,18 +263,12 @@ class WideCNN(nn.Module):
         x = F.adaptive_max_pool2d(x, 4)
         return F.relu(self.fc(x.flatten(1)))
 
-    def head(self, f):
-        return self.linear(f)
-
-    def forward(self, x):
-        return self.head(self.features(x))
-
 
 def _conv_bn(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-class TinyVGG(nn.Module):
+class TinyVGG(FeatureNet):
     """VGG-style: stages of two 3x3 conv-BN-ReLU (width, 2*width, 4*width) each followed by a 2x2 max pool,
     global average pool, FC to feature_dim. The first stage's output is pooled to at most 16x16."""
 
@@ -305,12 +286,6 @@ class TinyVGG(nn.Module):
         x = _halve(self.stage2(x))
         x = _halve(self.stage3(x))
         return F.relu(self.fc(x.mean(dim=(2, 3))))
-
-    def head(self, f):
-        return self.linear(f)
-
-    def forward(self, x):
-        return self.head(self.features(x))
 
 
 class DenseLayer(nn.Module):
@@ -341,7 +316,7 @@ class Transition(nn.Module):
         return _halve(self.conv(F.relu(self.bn(x))), "avg")
 
 
-class DenseNet(nn.Module):
+class DenseNet(FeatureNet):
     """CIFAR DenseNet-BC: 3x3 stem of 2*growth channels, dense blocks joined by transitions that halve the
     channels and the grid, BN-ReLU, global average pool (the representation), linear head."""
 
@@ -373,12 +348,6 @@ class DenseNet(nn.Module):
         x = self.blocks(x)
         return F.relu(self.bn(x)).mean(dim=(2, 3))
 
-    def head(self, f):
-        return self.linear(f)
-
-    def forward(self, x):
-        return self.head(self.features(x))
-
 
 class Halve(nn.Module):
     """`_halve` as a module: a 2x2 max pool that leaves a 1-pixel map alone."""
@@ -387,7 +356,7 @@ class Halve(nn.Module):
         return _halve(x)
 
 
-class VGG16(nn.Module):
+class VGG16(FeatureNet):
     """CIFAR VGG-16 (with BatchNorm): 13 3x3 conv-BN-ReLU, max pool after each of the five stages, 512-d
     representation, linear head."""
 
@@ -408,12 +377,6 @@ class VGG16(nn.Module):
     def features(self, x):
         x = self.body(x)                              # 32x32 -> 1x1
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
-
-    def head(self, f):
-        return self.linear(f)
-
-    def forward(self, x):
-        return self.head(self.features(x))
 
 
 class BasicConv(nn.Module):
@@ -507,7 +470,7 @@ class InceptionE(nn.Module):
         return torch.cat([self.b1(x), self.b3a(b3), self.b3b(b3), self.b3sa(b3s), self.b3sb(b3s), self.bp(pooled)], 1)
 
 
-class InceptionV3(nn.Module):
+class InceptionV3(FeatureNet):
     """Inception-v3 for 32x32 inputs: stride-1 stem (no max pools), A x3 at 30x30, B -> 14x14, C x4, D -> 6x6,
     E x2, global average pool (2048-d representation), dropout 0.5 and a linear head."""
 
@@ -527,9 +490,6 @@ class InceptionV3(nn.Module):
 
     def head(self, f):
         return self.linear(self.dropout(f))
-
-    def forward(self, x):
-        return self.head(self.features(x))
 
 
 TRANSFER_SMALL = ("mlp", "gap_cnn", "wide_cnn", "tiny_vgg", "tiny_densenet")
