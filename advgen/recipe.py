@@ -237,6 +237,8 @@ class AirbenchConfig:
     final_lr: float = 0.07             # lr multiplier reached at the last step (linear warm-down)
     lookahead: bool = True             # EMA-lookahead of the weights every 5 steps (decay 0.95^5 * t^3)
     whiten_samples: int = 5000         # training images used for the whitening init
+    whiten: bool = True                # false: the first 2x2 conv is an ordinary conv (default init, trained with
+                                       # the rest, bias never frozen): a lever on the input-space geometry
     bf16: bool = True                  # autocast the forward to bf16 on CUDA (ignored on CPU)
 
     def validate(self, where: str):
@@ -659,7 +661,9 @@ def _coerce(tp, value, where: str):
         if not isinstance(value, dict):
             _fail(where, f"expected a mapping, got {value!r}")
         kt, vt = typing.get_args(tp)
-        return {_coerce(kt, k, where): _coerce(vt, v, f"{where}.{k}") for k, v in value.items()}
+        # an entry of a mapping of blocks set to null is left out (e.g. verify.datasets.d_det_leak=null)
+        return {_coerce(kt, k, where): _coerce(vt, v, f"{where}.{k}") for k, v in value.items()
+                if not (v is None and dataclasses.is_dataclass(vt))}
     if tp is bool:
         if not isinstance(value, bool):
             _fail(where, f"expected true or false, got {value!r}")

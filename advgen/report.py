@@ -149,8 +149,10 @@ def setting_of(report: dict) -> str:
         return "the paper's setting (ResNet-50, all of CIFAR-10)"
     if arch == "airbench" and not limit:
         return f"`fast` scale (airbench w{model.get('width')}, all of CIFAR-10)"
-    if arch == "airbench":
+    if arch == "airbench" and (model.get("width") or 64) < 64:
         return f"`cpu` scale: the fast pipeline at width {model.get('width')} on {subset}"
+    if arch == "airbench":
+        return f"`fast` on a subset (`fast10k`): the fast pipeline at width {model.get('width')} on {subset}"
     return f"stand-in: {arch} on {subset}"
 
 

@@ -454,12 +454,10 @@ def forward_flops(model_cfg, shape, num_classes: int) -> float:
 
 def split_size(cfg, split: str) -> tuple[int, tuple, int]:
     """(number of images, shape, classes) of a source split, after limits, without decoding every image."""
-    from advgen.sources import load_source, split_limit
+    from advgen.sources import load_source, open_hf_split, split_limit
 
     if cfg.kind == "hf":
-        import datasets
-
-        ds = datasets.load_dataset(cfg.path, cfg.name, split=split)
+        ds = open_hf_split(cfg, split)
         n = len(ds)
         limit = split_limit(cfg, split)
         img = ds.select_columns([cfg.image_column]).with_format("numpy")[0][cfg.image_column]

@@ -112,13 +112,14 @@ def to_chw(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr[:, :3])
 
 
-def _load_hf(cfg: SourceConfig, split: str) -> Source:
+def open_hf_split(cfg: SourceConfig, split: str):
+    """The `datasets` split a source names (nothing decoded), or a one-line RecipeError saying what to fix."""
     import os
 
     import datasets
 
     try:
-        ds = datasets.load_dataset(cfg.path, cfg.name, split=split)
+        return datasets.load_dataset(cfg.path, cfg.name, split=split)
     except (OSError, ValueError) as e:       # OSError: not found, no network, HTTP errors of the Hub client
         detail = " ".join(str(e).split())[:300]
         if not os.path.exists(cfg.path):       # a mistyped relative directory is taken for a Hub id: say both
@@ -126,6 +127,10 @@ def _load_hf(cfg: SourceConfig, split: str) -> Source:
                               f"the Hub ({type(e).__name__}: {detail}); fix the path (relative paths are taken from "
                               "the working directory, then the recipe's) or the hub id / network") from None
         raise RecipeError(f"source.path: cannot load {cfg.path!r} split {split!r}: {detail}") from None
+
+
+def _load_hf(cfg: SourceConfig, split: str) -> Source:
+    ds = open_hf_split(cfg, split)
     for col in (cfg.image_column, cfg.label_column):
         if col not in ds.column_names:
             raise RecipeError(f"source: column {col!r} not in {cfg.path!r} (columns: {', '.join(ds.column_names)}); "

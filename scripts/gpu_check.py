@@ -13,7 +13,8 @@ leaves its stage records behind whatever happens). Steps:
     precision    bf16 against fp32 on the verifier: targeted PGD (success, mean l2) and inversion (feature distance,
                  ||x_r - x||) on one batch, with the tolerances stated in the JSON
     oom          accelerate's batch-size search under a small per-process memory fraction
-    pipeline     as much of recipes/reproduce_fast.yaml as its box allows (stage records give the times)
+    pipeline     as much of recipes/$GPU_CHECK_PIPELINE.yaml (default reproduce_fast) as its box allows (stage
+                 records give the times); reproduce_fast10k fits whole
 
 CPU smoke run of the same code, tiny sizes (what CI-less sessions can check): GPU_CHECK_SMOKE=1.
 """
@@ -283,9 +284,10 @@ def step_oom(out: Path) -> dict:
 
 
 def step_pipeline(out: Path) -> dict:
-    run_dir = REPO / "runs" / "gpu_fast"
+    recipe = os.environ.get("GPU_CHECK_PIPELINE", "reproduce_fast")       # or reproduce_fast10k: one lease holds it
+    run_dir = REPO / "runs" / ("gpu_fast" if recipe == "reproduce_fast" else f"gpu_{recipe.removeprefix('reproduce_')}")
     budget = int(os.environ.get("GPU_CHECK_PIPELINE_SECONDS", "150"))
-    args = [sys.executable, "-m", "advgen.cli", "reproduce", str(REPO / "recipes" / "reproduce_fast.yaml"),
+    args = [sys.executable, "-m", "advgen.cli", "reproduce", str(REPO / "recipes" / f"{recipe}.yaml"),
             f"source.path={DATA}", f"dir={run_dir}"]
     if SMOKE:
         args += ["source.limit=256", "source.test_limit=256", "standard_model.train.epochs=1",
@@ -304,7 +306,8 @@ def step_pipeline(out: Path) -> dict:
     for f in sorted((run_dir / "stages").glob("*.json")):
         rec = json.loads(f.read_text())
         stages[f.stem] = {k: rec.get(k) for k in ("status", "seconds", "cpu_seconds_rank0", "outputs")}
-    return {"returncode": rc, "seconds": round(time.perf_counter() - t0, 1), "budget_seconds": budget,
+    return {"recipe": recipe, "run_dir": run_dir.relative_to(REPO).as_posix(), "returncode": rc,
+            "seconds": round(time.perf_counter() - t0, 1), "budget_seconds": budget,
             "stages": stages, "tail": tail}
 
 

@@ -45,12 +45,14 @@ fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 export HF_HUB_DISABLE_XET=1
 
-# step  box (s): env 30, gpu tests 75, verifier 60, determinism 100, bench 50, precision 40, oom 20, pipeline 160:
+# step  box (s), the default order: env 30, gpu tests 75, verifier 60, determinism 100, bench 50, precision 40, oom 20, pipeline 160:
 # 535 s at the most, plus ~15 s of wheel installs (device.run timeout_s 570). Measured on an H200 (2026-11-29,
 # results/gpu/): env 13 s, tests 47, verifier 37, bench 27, precision 16, oom 5; determinism did not fit 45 s (three
 # generate processes start ~10 s each); the pipeline reached D̂R (std model 24 s, robust model 58 s). The whole
 # `fast` pipeline does not fit one lease: D̂R alone took 405 s for 50k images at batch 500 (~59 TFLOP/s achieved);
-# a later lease resumes it from the stage cache only while the same machine is warm.
+# a later lease resumes it from the stage cache only while the same machine is warm. Second lease (2026-11-30): steps
+# "determinism& pipeline" with reproduce_fast10k: determinism 73 s (same bytes twice and after a resume), the whole
+# fast10k pipeline 361 s (report in results/gpu/fast10k/); 365 s of the 570 s call.
 run_step() {
     local step=$1 box=$(( $2 * SCALE )) t0=$SECONDS
     echo "== $step (box ${box}s)"
@@ -61,14 +63,23 @@ run_step() {
     fi
     echo "== $step: exit $rc after $((SECONDS - t0)) s"
 }
-run_step env 30
-run_step tests 75
-run_step verifier 60
-run_step determinism 100
-run_step bench 50
-run_step precision 40
-run_step oom 20
-GPU_CHECK_PIPELINE_SECONDS=$(( 145 * SCALE )) run_step pipeline 160
+# GPU_CHECK_STEPS picks steps (default: all, in this order); "name&" runs one in the background beside the next ones.
+# GPU_CHECK_PIPELINE names the pipeline recipe (reproduce_fast, or reproduce_fast10k: the whole table in one lease)
+# and GPU_CHECK_PIPELINE_BOX its box. A second lease, with the first one's JSON committed:
+#     GPU_CHECK_STEPS="determinism& pipeline" GPU_CHECK_PIPELINE=reproduce_fast10k GPU_CHECK_PIPELINE_BOX=480 \
+#         bash scripts/gpu_check.sh
+declare -A BOX=([env]=30 [tests]=75 [verifier]=60 [determinism]=100 [bench]=50 [precision]=40 [oom]=20
+                [pipeline]=${GPU_CHECK_PIPELINE_BOX:-160})
+export GPU_CHECK_PIPELINE_SECONDS=$(( (BOX[pipeline] - 15) * SCALE ))
+STEPS=${GPU_CHECK_STEPS:-env tests verifier determinism bench precision oom pipeline}
+for step in $STEPS; do
+    [ -n "${BOX[${step%&}]:-}" ] || { echo "unknown step ${step%&} (steps: ${!BOX[*]})"; exit 2; }
+done
+for step in $STEPS; do
+    name=${step%&}
+    if [ "$name" != "$step" ]; then run_step "$name" "${BOX[$name]}" & else run_step "$name" "${BOX[$name]}"; fi
+done
+wait
 
 $PY - "$OUT_DIR" <<'PYEOF'
 import json, sys
@@ -80,6 +91,8 @@ print(json.dumps(summary))
 PYEOF
 if [ -n "${OUT:-}" ]; then
     mkdir -p "$OUT/gpu" && cp "$OUT_DIR"/*.json "$OUT/gpu/" 2>/dev/null
-    tar czf "$OUT/gpu_runs.tgz" runs/gpu_fast/stages runs/gpu_fast/report.* runs/gpu_fast/verify/*.json \
-        2>/dev/null || true
+    # the run's report, figures, stage records, model metrics and dataset manifests / previews (not the shards)
+    (cd runs && tar czf "$OUT/gpu_runs.tgz" --exclude='*.tar' --exclude='*.npy' --exclude='*.safetensors' \
+        --exclude='*.parquet' --exclude='markers' --exclude='shards' --exclude='data' --exclude='cache' \
+        gpu_* 2>/dev/null) || true
 fi

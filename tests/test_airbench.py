@@ -41,6 +41,26 @@ def test_whitening_init_whitens_2x2_patches():
     assert torch.equal(net.whiten.weight[half:], -net.whiten.weight[:half])
 
 
+def test_whiten_false_trains_the_first_conv_instead_of_freezing_eigenvectors():
+    torch.manual_seed(0)
+    images = (torch.rand(64, 3, 16, 16) * 255).to(torch.uint8)
+    labels = torch.randint(0, 10, (64,))
+    cfg = TrainConfig(epochs=2, **dict(AIRBENCH94, batch_size=32))
+    weights = {}
+    for whiten in (True, False):
+        torch.manual_seed(0)
+        model = Classifier(AirbenchNet(3, 10, width=8), CIFAR_MEAN, CIFAR_STD)
+        start = model.model.whiten.weight.detach().clone()
+        train_airbench(model, images, labels, cfg, AirbenchConfig(whiten=whiten, whiten_bias_epochs=1, lookahead=False), seed=0,
+                       device=torch.device("cpu"))
+        weights[whiten] = (start, model.model.whiten.weight.detach().clone())
+    reference = AirbenchNet(3, 10, width=8)
+    init_whitening(reference, Classifier(reference, CIFAR_MEAN, CIFAR_STD).normalize(images.float() / 255))
+    assert torch.allclose(weights[True][1], reference.whiten.weight)       # the eigenvectors, frozen
+    start, end = weights[False]
+    assert not torch.allclose(start, end) and not torch.allclose(end, reference.whiten.weight)
+
+
 @pytest.mark.skipif(not CIFAR.is_dir(), reason="offline CIFAR-10 copy not beside this checkout")
 def test_trains_on_a_cpu_cifar_subset_to_well_above_chance():
     """1,000 training images, 4 epochs, width 16: 27.6% on 1,000 test images (chance 10%); ~10-20 s on 2 cores."""

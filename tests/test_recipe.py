@@ -216,3 +216,17 @@ def test_a_recipes_relative_checkpoint_is_found_next_to_it(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)                                   # not the recipe's directory
     r = load_recipe(recipe, GenerateRecipe)
     assert Path(r.model.checkpoint) == tmp_path / "proj" / "models" / "m.safetensors"
+
+
+def test_a_block_of_a_mapping_set_to_null_is_left_out():
+    """`verify.datasets.d_det_leak=null` drops that training set (a pipeline's smaller variants leave sets out)."""
+    from advgen.recipe import VerifyRecipe
+
+    path = REPO / "recipes" / "fast" / "verify.yaml"
+    full = load_recipe(path, VerifyRecipe)
+    fewer = load_recipe(path, VerifyRecipe, ["datasets.d_det_leak=null", "datasets.d_rand_leak=null"])
+    assert set(full.datasets) - set(fewer.datasets) == {"d_det_leak", "d_rand_leak"}
+    with pytest.raises(RecipeError, match="'d_robust' is not a dataset of this recipe"):
+        load_recipe(path, VerifyRecipe, ["datasets.d_robust=null"])       # the orderings still name it
+    with pytest.raises(RecipeError, match="source"):
+        load_recipe(path, VerifyRecipe, ["source=null"])                    # a required block is not a mapping entry

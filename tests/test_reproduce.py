@@ -167,6 +167,11 @@ def test_plan_prints_flops_per_stage_and_writes_json(tmp_path, capsys, monkeypat
     assert "| d_robust | inversion 1000 steps | 1,257 |" in out
 
 
+def test_plan_of_an_unreachable_source_is_one_line(capsys, monkeypatch):
+    rc, _, err = in_process(capsys, monkeypatch, RECIPE, "--plan", "source.kind=hf", "source.path=no_such_dir")
+    assert rc == 2 and "source.path: 'no_such_dir' is not a local directory" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("args, message", [
     (["datasets.d_det.recipe=recipes/digits_rand.yaml"], "makes 'd_rand', not 'd_det'"),
     (["verify.datasets.baseline_adv=null"], "baseline_adv"),

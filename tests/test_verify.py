@@ -397,6 +397,8 @@ def test_report_says_which_setting_each_recipe_measured():
     assert setting_of(rep(cifar, {"arch": "airbench", "width": 64})) == "`fast` scale (airbench w64, all of CIFAR-10)"
     assert setting_of(rep(dict(cifar, limit=2000), {"arch": "airbench", "width": 16})) == \
         "`cpu` scale: the fast pipeline at width 16 on the first 2,000 CIFAR-10 training images"
+    assert setting_of(rep(dict(cifar, limit=10000), {"arch": "airbench", "width": 64})) == \
+        "`fast` on a subset (`fast10k`): the fast pipeline at width 64 on the first 10,000 CIFAR-10 training images"
     assert setting_of(rep(dict(cifar, limit=1000), {"arch": "small_cnn"})).startswith("stand-in: small_cnn")
     assert setting_of(rep({"kind": "digits"}, {"arch": "small_cnn"})).startswith("stand-in: scikit-learn digits")
 

@@ -135,6 +135,7 @@ def train_airbench(model, images: torch.Tensor, labels: torch.Tensor, cfg, ab: O
 
     ab = ab or AirbenchConfig()
     net: AirbenchNet = model.model
+    net.whiten.weight.requires_grad_(not ab.whiten)     # frozen eigenvectors, or an ordinary trained conv
     g = torch.Generator(device=device).manual_seed(seed)
     cpu_g = torch.Generator().manual_seed(seed)
     images, labels = images.to(device), labels.to(device)
@@ -162,8 +163,9 @@ def train_airbench(model, images: torch.Tensor, labels: torch.Tensor, cfg, ab: O
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=ab.label_smoothing, reduction="sum")
 
-    first = _unit(images[:ab.whiten_samples])
-    init_whitening(net, model.normalize(first))
+    if ab.whiten:
+        init_whitening(net, model.normalize(_unit(images[:ab.whiten_samples])))
+    bias_epochs = ab.whiten_bias_epochs if ab.whiten else cfg.epochs
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if ab.lookahead else None
     use_bf16 = ab.bf16 and device.type == "cuda"
     adv = cfg.adversarial
@@ -172,7 +174,7 @@ def train_airbench(model, images: torch.Tensor, labels: torch.Tensor, cfg, ab: O
     step, losses = 0, []
     bar = tqdm(range(cfg.epochs), desc=desc, unit="epoch", leave=False)
     for epoch in bar:
-        net.whiten.bias.requires_grad_(epoch < ab.whiten_bias_epochs)
+        net.whiten.bias.requires_grad_(epoch < bias_epochs)
         perm = torch.randperm(n, generator=cpu_g).to(device)
         epoch_loss = torch.zeros((), device=device)
         for i in range(0, n, bs):
@@ -190,7 +192,7 @@ def train_airbench(model, images: torch.Tensor, labels: torch.Tensor, cfg, ab: O
                                       steps=adv.steps, random_start=adv.random_start, keep_best=False, generator=g)
                 for p in norm_biases + others:
                     p.requires_grad_(True)
-                net.whiten.bias.requires_grad_(epoch < ab.whiten_bias_epochs)
+                net.whiten.bias.requires_grad_(epoch < bias_epochs)
             model.train()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss = loss_fn(model(x).float(), y)
