@@ -1,0 +1,13 @@
+#!/bin/bash
+# after run2.sh: D̂NR inverted from the no-whitening w16 standard source (cpu-scale settings), verified with 3 seeds
+while ! grep -q ALLDONE2 /tmp/wexp/run2.log; do sleep 20; done
+set -x
+cd /tmp/wexp/main
+export PYTHONPATH=$PWD TQDM_DISABLE=1
+A="python -m advgen.cli"; S="source.path=../shared/data/cifar10"; R=runs/nw; O=/tmp/snap2/main/runs/reproduce_cpu/datasets
+$A generate recipes/fast/d_nonrobust.yaml $S model.train_recipe=null model.checkpoint=$R/standard_model.safetensors \
+   source.limit=2000 batch_size=250 output.shard_size=250 output.dir=$R/d_nonrobust
+V="recipes/fast/verify.yaml $S source.limit=2000 source.test_limit=1000 model.width=16 train.batch_size=256 train.epochs=40 airbench.label_smoothing=0.0 eval.extra_eps=[]"
+P="datasets.d_robust.path=$O/d_robust datasets.d_rand.path=$O/d_rand datasets.d_det.path=$O/d_det datasets.d_det_leak.path=$O/d_det datasets.d_rand_leak.path=$O/d_rand datasets.d_det_npy.path=$O/d_det datasets.d_rand_npy.path=$O/d_rand"
+$A verify $V --only d_nonrobust name=nw_dnr report_dir=$R/verify_dnr "seeds=[0,1,2]" $P datasets.d_nonrobust.path=$R/d_nonrobust
+echo ALLDONE3
