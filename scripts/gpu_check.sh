@@ -92,7 +92,7 @@ PYEOF
 if [ -n "${OUT:-}" ]; then
     mkdir -p "$OUT/gpu" && cp "$OUT_DIR"/*.json "$OUT/gpu/" 2>/dev/null
     # the run's report, figures, stage records, model metrics and dataset manifests / previews (not the shards)
-    (cd runs && tar czf "$OUT/gpu_runs.tgz" --exclude='*.tar' --exclude='*.npy' --exclude='*.safetensors' \
+    ls -d runs/gpu_* >/dev/null 2>&1 && (cd runs && tar czf "$OUT/gpu_runs.tgz" --exclude='*.tar' --exclude='*.npy' --exclude='*.safetensors' \
         --exclude='*.parquet' --exclude='markers' --exclude='shards' --exclude='data' --exclude='cache' \
         gpu_* 2>/dev/null) || true
 fi
