@@ -1,5 +1,5 @@
 #!/bin/bash
-# after run2.sh: D̂NR inverted from the no-whitening w16 standard source (cpu-scale settings), verified with 3 seeds
+# after run.sh (its no-whitening w16 source model): D̂NR inverted from that source (cpu-scale settings), verified with 3 seeds
 while ! grep -q ALLDONE2 /tmp/wexp/run2.log; do sleep 20; done
 set -x
 cd /tmp/wexp/main
