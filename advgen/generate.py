@@ -605,7 +605,7 @@ def finalize(out: Path, recipe: GenerateRecipe, source: Source, ckpt: str, num_s
     write_manifest(out, manifest)
     s = manifest["stats"]
     say(f"{recipe.name}: {manifest['count']} samples in {num_shards} shards -> {out}"
-          + (f"; targeted success {s['mean_success']:.3f}, mean l2 {s['mean_l2']:.4f}" if "mean_success" in s else ""))
+        + (f"; targeted success {s['mean_success']:.3f}, mean l2 {s['mean_l2']:.4f}" if "mean_success" in s else ""))
 
 
 def main(argv=None) -> int:

@@ -15,8 +15,9 @@ Kinds:
 - synthetic:   seeded class-dependent blobs for tests of the machinery (not a paper dataset).
 
 `indices` are positions in the chosen split (before `limit`) — for digits, rows of
-`sklearn.datasets.load_digits()` — so every generated sample points back at the image it was made from. `fingerprint()` is a sha256 of what a generation reads (images, labels,
-indices, class names), so a resumed run can tell that its source changed (~0.3 s for CIFAR-10's 50k images).
+`sklearn.datasets.load_digits()` — so every generated sample points back at the image it was made from.
+`fingerprint()` is a sha256 of what a generation reads (images, labels, indices, class names), so a resumed run can
+tell that its source changed (~0.3 s for CIFAR-10's 50k images).
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ def _load_digits(cfg: SourceConfig, split: str) -> Source:
     x, y, i = (x_tr, y_tr, i_tr) if split == "train" else (x_te, y_te, i_te)
     # indices: the row of sklearn.datasets.load_digits(), so a sample traces back without advgen's split
     return Source(labels=torch.from_numpy(y.astype(np.int64)), indices=torch.from_numpy(i.astype(np.int64)),
-                  class_names=[str(i) for i in range(10)], shape=(1, 8, 8), _images=torch.from_numpy(x))
+                  class_names=[str(c) for c in range(10)], shape=(1, 8, 8), _images=torch.from_numpy(x))
 
 
 def _load_imagefolder(cfg: SourceConfig, split: str) -> Source:

@@ -36,7 +36,7 @@ import torch
 from advgen.cli import command_parser, run
 from advgen.errors import CheckpointError, UsageError
 from advgen.models.checkpoint import ARCHS, freeze, load_checkpoint, meta_path, read_meta, save_checkpoint
-from advgen.models.files import read_torch_file, readable_sha256
+from advgen.models.files import one_line, read_torch_file, readable_sha256
 from advgen.models.nets import CIFAR_MEAN, CIFAR_STD, Classifier, build_net
 from advgen.writers.layout import sha256_file
 
@@ -44,12 +44,6 @@ from advgen.writers.layout import sha256_file
 RESNETS = {("basic", (2, 2, 2, 2)): "resnet18", ("bottleneck", (3, 4, 6, 3)): "resnet50"}
 # keys under which training scripts nest the weights: robustness uses 'model' (older: 'state_dict')
 WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "net")
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    """Library messages span lines; our errors must stay one line (the CLI prints exactly one)."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _is_state_dict(obj) -> bool:
@@ -213,7 +207,7 @@ def load_torch_checkpoint(path, arch: str | None = None, mean=None, std=None) ->
         missing, unexpected = net_module.load_state_dict(net, strict=False)
     except RuntimeError as e:  # shape mismatch
         raise CheckpointError(f"checkpoint {str(path)!r} does not fit {shape['arch']}: "
-                              f"{_one_line(e, 200)}") from None
+                              f"{one_line(e, 200)}") from None
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise CheckpointError(f"checkpoint {str(path)!r} does not match arch {shape['arch']!r}: "
@@ -294,7 +288,6 @@ def main(argv=None) -> int:
         warnings.simplefilter("always")
         try:
             if args.robustbench is not None:
-
                 src_dir = not (Path(args.src).is_file() or Path(args.src).suffix in (".pt", ".pth", ".ckpt"))
                 meta = convert_robustbench(args.dst, args.robustbench, args.dataset, args.threat_model,
                                            model_dir=args.src if src_dir else None,
@@ -303,11 +296,11 @@ def main(argv=None) -> int:
             else:
                 meta = convert_checkpoint(args.src, args.dst, args.arch, args.mean, args.std, args.overwrite)
         except (CheckpointError, OSError) as e:
-            error = _one_line(e, 600)
+            error = one_line(e, 600)
         else:
             error = None
     for w in caught:   # one line each, not the warnings module's two-line format
-        print(f"advgen convert-checkpoint: warning: {_one_line(w.message, 600)}", file=sys.stderr)
+        print(f"advgen convert-checkpoint: warning: {one_line(w.message, 600)}", file=sys.stderr)
     if error is not None:
         raise CheckpointError(error)
     if args.robustbench is not None:

@@ -2,6 +2,7 @@
 
     readable_sha256(path)   sha256 of a file; an unreadable one (permissions, a directory) is a CheckpointError
     read_torch_file(path)   torch.load(weights_only=True): tensors and plain containers, never code
+    one_line(text, limit)   a library message as one short line (the CLI prints exactly one)
 
 Used by checkpoint.py (advgen's safetensors + JSON), convert.py (.pt imports) and robustbench.py (RobustBench's
 files), which build models from what these read.
@@ -19,7 +20,7 @@ from advgen.errors import CheckpointError
 from advgen.writers.layout import sha256_file
 
 
-def _one_line(text, limit: int = 300) -> str:
+def one_line(text, limit: int = 300) -> str:
     """Library messages span lines; our errors must stay one line (the CLI prints exactly one)."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
@@ -49,15 +50,15 @@ def read_torch_file(path) -> object:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         if not any("Weights only load failed" in ln for ln in lines):
             raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt "
-                                  f"({_one_line(e, 150)}); re-download it") from None
+                                  f"({one_line(e, 150)}); re-download it") from None
         # torch's message is a page long; the line naming the refused global/opcode is what matters
         reason = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), lines[-1])
         raise CheckpointError(
             f"checkpoint {str(path)!r}: torch.load(weights_only=True) refuses to unpickle it "
-            f"({_one_line(reason, 160)}); it is not a plain checkpoint of tensors (or not a PyTorch file at "
+            f"({one_line(reason, 160)}); it is not a plain checkpoint of tensors (or not a PyTorch file at "
             "all). If you trust it, convert it in a trusted environment: load it there with weights_only=False "
             "and re-save only the tensors, e.g. torch.save(model.state_dict(), 'weights.pt')") from None
     except Exception as e:  # truncated zip -> OSError/RuntimeError, empty -> EOFError, junk -> KeyError, ...
         raise CheckpointError(f"checkpoint {str(path)!r} is not .safetensors and is not a readable PyTorch file: "
-                              f"truncated or corrupt ({type(e).__name__}: {_one_line(e, 150)}); "
+                              f"truncated or corrupt ({type(e).__name__}: {one_line(e, 150)}); "
                               "re-download it") from None

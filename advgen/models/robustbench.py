@@ -54,7 +54,7 @@ import torch
 import torch.nn as nn
 
 from advgen.errors import CheckpointError
-from advgen.models.files import read_torch_file, readable_sha256
+from advgen.models.files import one_line, read_torch_file, readable_sha256
 
 INSTALL_HINT = "pip install robustbench (or pip install 'advgen[robustbench]')"
 DEFAULT_MODEL_DIR = "./models"          # robustbench.utils.load_model's default
@@ -62,11 +62,6 @@ INPUT_SIZE = {"cifar10": 32, "cifar100": 32, "imagenet": 224}
 # normalisation constants some architectures set themselves; RobustBench's loader also tolerates them missing
 NORM_BUFFERS = ("mu", "sigma", "mean", "std")
 INSIDE = "inside the RobustBench model"
-
-
-def _one_line(text, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # ----------------------------------------------------------------------------------------------
@@ -88,7 +83,7 @@ def import_robustbench():
             raise CheckpointError(f"RobustBench models need the robustbench package, which is not installed: "
                                   f"{INSTALL_HINT}") from None
         if e.name != "pkg_resources":
-            raise CheckpointError(f"the robustbench package cannot be imported ({_one_line(e, 200)}); "
+            raise CheckpointError(f"the robustbench package cannot be imported ({one_line(e, 200)}); "
                                   f"reinstall it: {INSTALL_HINT}") from None
     spec = importlib.util.find_spec("robustbench")
     sys.modules["robustbench"] = importlib.util.module_from_spec(spec)    # the package, minus its __init__
@@ -96,7 +91,7 @@ def import_robustbench():
         return _import_quietly(names)
     except ImportError as e:
         del sys.modules["robustbench"]
-        raise CheckpointError(f"the robustbench package cannot be imported ({_one_line(e, 200)}); "
+        raise CheckpointError(f"the robustbench package cannot be imported ({one_line(e, 200)}); "
                               f"reinstall it: {INSTALL_HINT}") from None
 
 
@@ -235,7 +230,7 @@ class RobustBenchModel(nn.Module):
             f, logits, calls = self._capture(x)
         except RuntimeError as e:
             raise CheckpointError(f"RobustBench model {self.info.get('name')!r} does not run on a "
-                                  f"{in_channels}x{size}x{size} image ({_one_line(e, 200)})") from None
+                                  f"{in_channels}x{size}x{size} image ({one_line(e, 200)})") from None
         if calls != 1:
             raise CheckpointError(f"features layer {self.feature_spec!r} runs {calls} times per forward; choose one "
                                   f"that runs once, e.g. {feature_choices(self.model)[0]!r}")
@@ -288,7 +283,7 @@ def _load_weights(net: nn.Module, state: dict, name: str, path) -> None:
     except RuntimeError as e:          # a tensor of the wrong shape
         first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e))
         raise CheckpointError(f"RobustBench checkpoint {str(path)!r} does not fit the architecture of {name!r}: "
-                              f"{_one_line(first, 200)}") from None
+                              f"{one_line(first, 200)}") from None
     buffers = dict(net.named_buffers())
     missing = [k for k in missing if not (k in buffers and k.rsplit(".", 1)[-1] in NORM_BUFFERS + ("num_batches_tracked",))]
     if missing:
@@ -312,7 +307,7 @@ def _online(name: str, dataset: str, threat_model: str, model_dir) -> nn.Module:
         net = rb_utils.load_model(model_name=name, model_dir=str(model_dir), dataset=dataset,
                                   threat_model=threat_model)
     except Exception as e:  # noqa: BLE001 - network, gdown and unpickling errors of a third-party loader
-        raise CheckpointError(f"robustbench could not load {name!r} ({type(e).__name__}: {_one_line(e, 200)}); "
+        raise CheckpointError(f"robustbench could not load {name!r} ({type(e).__name__}: {one_line(e, 200)}); "
                               f"offline, put the file at {str(layout_path(name, dataset, threat_model, model_dir))!r} "
                               "or pass it as the checkpoint file") from None
     return net
