@@ -237,6 +237,8 @@ class AirbenchConfig:
     final_lr: float = 0.07             # lr multiplier reached at the last step (linear warm-down)
     lookahead: bool = True             # EMA-lookahead of the weights every 5 steps (decay 0.95^5 * t^3)
     whiten_samples: int = 5000         # training images used for the whitening init
+    whiten_eps: float = 5e-4           # added to each patch eigenvalue: gain 1/sqrt(lambda + eps); larger caps the gain
+                                       # of the directions natural images barely use (a lever, LEVERS.md)
     whiten: bool = True                # false: the first 2x2 conv is an ordinary conv (default init, trained with
                                        # the rest, bias never frozen): a lever on the input-space geometry
     bf16: bool = True                  # autocast the forward to bf16 on CUDA (ignored on CPU)
@@ -246,6 +248,7 @@ class AirbenchConfig:
                f"must be in [0, 1), got {self.label_smoothing!r}")
         _check(0 <= self.warmup < 1, f"{where}.warmup", f"must be in [0, 1), got {self.warmup!r}")
         _check(self.whiten_samples >= 1, f"{where}.whiten_samples", f"must be >= 1, got {self.whiten_samples!r}")
+        _check(self.whiten_eps > 0, f"{where}.whiten_eps", f"must be > 0, got {self.whiten_eps!r}")
 
 
 @dataclass(frozen=True)

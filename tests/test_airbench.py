@@ -9,6 +9,7 @@ from tests.conftest import CIFAR
 from advgen.models.airbench import AirbenchConfig, AirbenchNet, init_whitening, train_airbench, tta_logits
 from advgen.models.nets import CIFAR_MEAN, CIFAR_STD, Classifier
 from advgen.models.train import accuracy
+from advgen.errors import RecipeError
 from advgen.recipe import AugmentConfig, SourceConfig, TrainConfig
 
 # airbench94's published hyper-parameters (lr and weight decay per 1,024 examples of a summed loss)
@@ -39,6 +40,28 @@ def test_whitening_init_whitens_2x2_patches():
     cov = torch.einsum("nchw,ndhw->cd", out, out) / (out.shape[0] * out.shape[2] * out.shape[3])
     assert torch.allclose(cov, torch.eye(half), atol=0.05)
     assert torch.equal(net.whiten.weight[half:], -net.whiten.weight[:half])
+
+
+def test_whiten_eps_caps_the_gain_of_low_variance_patch_directions():
+    torch.manual_seed(0)
+    mix = torch.tensor([[1.0, 0.8, 0.6], [0.0, 0.5, 0.3], [0.0, 0.0, 0.2]])
+    x = torch.einsum("ij,njhw->nihw", mix, torch.randn(64, 3, 16, 16))
+    patches = x.unfold(2, 2, 1).unfold(3, 2, 1).transpose(1, 3).reshape(-1, 12)
+    evals = torch.linalg.eigvalsh(patches.T @ patches / len(patches)).flip(0)
+    net = AirbenchNet(3, 10, width=8)
+    init_whitening(net, x, eps=0.5)
+    half = net.whiten.weight.shape[0] // 2
+    out = torch.nn.functional.conv2d(x, net.whiten.weight[:half])
+    var = torch.einsum("nchw,nchw->c", out, out) / (out.shape[0] * out.shape[2] * out.shape[3])
+    assert torch.allclose(var, evals / (evals + 0.5), atol=0.02)                 # not white: lambda / (lambda + eps)
+    gains = net.whiten.weight[:half].flatten(1).norm(dim=1)
+    assert torch.allclose(gains, 1 / torch.sqrt(evals + 0.5), rtol=1e-4)
+    assert gains.max() <= 0.5 ** -0.5 + 1e-6                                     # no direction gains over 1/sqrt(eps)
+
+
+def test_whiten_eps_must_be_positive():
+    with pytest.raises(RecipeError, match="whiten_eps.*> 0"):
+        AirbenchConfig(whiten_eps=0.0).validate("airbench")
 
 
 def test_whiten_false_trains_the_first_conv_instead_of_freezing_eigenvectors():

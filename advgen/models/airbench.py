@@ -164,7 +164,7 @@ def train_airbench(model, images: torch.Tensor, labels: torch.Tensor, cfg, ab: O
     loss_fn = nn.CrossEntropyLoss(label_smoothing=ab.label_smoothing, reduction="sum")
 
     if ab.whiten:
-        init_whitening(net, model.normalize(_unit(images[:ab.whiten_samples])))
+        init_whitening(net, model.normalize(_unit(images[:ab.whiten_samples])), eps=ab.whiten_eps)
     bias_epochs = ab.whiten_bias_epochs if ab.whiten else cfg.epochs
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if ab.lookahead else None
     use_bf16 = ab.bf16 and device.type == "cuda"
