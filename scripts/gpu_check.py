@@ -14,15 +14,18 @@ leaves its stage records behind whatever happens). Steps:
                  ||x_r - x||) on one batch, with the tolerances stated in the JSON
     oom          accelerate's batch-size search under a small per-process memory fraction
     pipeline     as much of recipes/$GPU_CHECK_PIPELINE.yaml (default reproduce_fast) as its box allows (stage
-                 records give the times); reproduce_fast10k fits whole
+                 records give the times); reproduce_fast10k fits whole. GPU_CHECK_PIPELINE_ARGS: overrides for it
+                 (STAGE.KEY=VALUE ...), run in a dir of their own
 
 CPU smoke run of the same code, tiny sizes (what CI-less sessions can check): GPU_CHECK_SMOKE=1.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -287,8 +290,11 @@ def step_pipeline(out: Path) -> dict:
     recipe = os.environ.get("GPU_CHECK_PIPELINE", "reproduce_fast")       # or reproduce_fast10k: one lease holds it
     run_dir = REPO / "runs" / ("gpu_fast" if recipe == "reproduce_fast" else f"gpu_{recipe.removeprefix('reproduce_')}")
     budget = int(os.environ.get("GPU_CHECK_PIPELINE_SECONDS", "150"))
+    extra = shlex.split(os.environ.get("GPU_CHECK_PIPELINE_ARGS", ""))   # e.g. standard_model.airbench.whiten=false
+    if extra:
+        run_dir = run_dir.with_name(run_dir.name + "_" + hashlib.sha256(" ".join(extra).encode()).hexdigest()[:8])
     args = [sys.executable, "-m", "advgen.cli", "reproduce", str(REPO / "recipes" / f"{recipe}.yaml"),
-            f"source.path={DATA}", f"dir={run_dir}"]
+            f"source.path={DATA}", f"dir={run_dir}", *extra]
     if SMOKE:
         args += ["source.limit=256", "source.test_limit=256", "standard_model.train.epochs=1",
                  "robust_model.train.epochs=1", "d_robust.attack.steps=2", "d_nonrobust.attack.steps=2",
@@ -306,7 +312,7 @@ def step_pipeline(out: Path) -> dict:
     for f in sorted((run_dir / "stages").glob("*.json")):
         rec = json.loads(f.read_text())
         stages[f.stem] = {k: rec.get(k) for k in ("status", "seconds", "cpu_seconds_rank0", "outputs")}
-    return {"recipe": recipe, "run_dir": run_dir.relative_to(REPO).as_posix(), "returncode": rc,
+    return {"recipe": recipe, "overrides": extra, "run_dir": run_dir.relative_to(REPO).as_posix(), "returncode": rc,
             "seconds": round(time.perf_counter() - t0, 1), "budget_seconds": budget,
             "stages": stages, "tail": tail}
 

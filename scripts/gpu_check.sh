@@ -68,6 +68,10 @@ run_step() {
 # and GPU_CHECK_PIPELINE_BOX its box. A second lease, with the first one's JSON committed:
 #     GPU_CHECK_STEPS="determinism& pipeline" GPU_CHECK_PIPELINE=reproduce_fast10k GPU_CHECK_PIPELINE_BOX=480 \
 #         bash scripts/gpu_check.sh
+# The next lease's first run (LEVERS.md: a standard source without the frozen whitening, plain cross-entropy):
+#     GPU_CHECK_STEPS=pipeline GPU_CHECK_PIPELINE=reproduce_fast10k GPU_CHECK_PIPELINE_BOX=540 \
+#         GPU_CHECK_PIPELINE_ARGS="standard_model.airbench.whiten=false standard_model.airbench.label_smoothing=0.0" \
+#         bash scripts/gpu_check.sh
 declare -A BOX=([env]=30 [tests]=75 [verifier]=60 [determinism]=100 [bench]=50 [precision]=40 [oom]=20
                 [pipeline]=${GPU_CHECK_PIPELINE_BOX:-160})
 export GPU_CHECK_PIPELINE_SECONDS=$(( (BOX[pipeline] - 15) * SCALE ))

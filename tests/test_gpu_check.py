@@ -27,3 +27,14 @@ def test_an_unknown_step_stops_before_anything_runs(tmp_path):
     p = run_check(tmp_path, "env pipelin")
     assert p.returncode == 2 and "unknown step pipelin" in p.stdout
     assert not (tmp_path / "gpu" / "env.json").exists()
+
+
+def test_pipeline_overrides_reach_reproduce_and_run_in_a_dir_of_their_own(tmp_path):
+    env = dict(os.environ, GPU_CHECK_SMOKE="1", GPU_CHECK_PIPELINE="reproduce_fast10k",
+               GPU_CHECK_PIPELINE_ARGS="standard_model.airbench.whiten=false standard_model.airbench.whiten_eps=-1")
+    p = subprocess.run(["python", "scripts/gpu_check.py", "pipeline", str(tmp_path)], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=120)
+    res = json.loads((tmp_path / "pipeline.json").read_text())
+    assert res["overrides"] == ["standard_model.airbench.whiten=false", "standard_model.airbench.whiten_eps=-1"]
+    assert res["run_dir"].startswith("runs/gpu_fast10k_") and res["returncode"] == 2, (p.stdout, res)
+    assert "airbench.whiten_eps: must be > 0" in res["tail"]
