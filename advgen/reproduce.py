@@ -225,6 +225,17 @@ def _cpu_seconds() -> float:
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
+def _machine_cpu_seconds() -> Optional[float]:
+    """Busy CPU time of the whole machine so far (Linux /proc/stat: every process, other ranks and other jobs
+    included), None elsewhere. Beside a stage's own CPU time it shows what else the machine was doing meanwhile."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)            # idle + iowait
+    return (sum(ticks[:7]) - idle) / os.sysconf("SC_CLK_TCK")         # user nice system idle iowait irq softirq
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -251,11 +262,13 @@ class Stage:
             write_record(self.p, self.name, {"stage": self.name, "key": self.key, "status": "running",
                                               "started": _now(), **describe})
         self.state.wait_for_everyone()
-        t0, c0 = time.time(), _cpu_seconds()
+        t0, c0, m0 = time.time(), _cpu_seconds(), _machine_cpu_seconds()
         outputs = work(self.stale)
-        seconds, cpu = time.time() - t0, _cpu_seconds() - c0
+        seconds, cpu, m1 = time.time() - t0, _cpu_seconds() - c0, _machine_cpu_seconds()
         rec = {"stage": self.name, "key": self.key, "status": "done", "finished": _now(),
                "seconds": round(seconds, 1), "cpu_seconds_rank0": round(cpu, 1),
+               "machine_cpu_seconds": None if m0 is None or m1 is None else round(m1 - m0, 1),
+               "machine_cores": os.cpu_count(),
                "world_size": self.state.num_processes, **describe, "outputs": outputs}
         if self.state.is_main_process:
             write_record(self.p, self.name, rec)
@@ -397,8 +410,8 @@ def entry_title(name: str, row: dict) -> str:
 
 
 def stage_rows(recs: dict) -> list[dict]:
-    return [{"stage": s, "seconds": recs[s].get("seconds"), "cpu_seconds_rank0": recs[s].get("cpu_seconds_rank0"),
-             "world_size": recs[s].get("world_size"), "finished": recs[s].get("finished")} for s in STAGES]
+    return [{"stage": s, **{k: recs[s].get(k) for k in ("seconds", "cpu_seconds_rank0", "machine_cpu_seconds",
+                                                         "machine_cores", "world_size", "finished")}} for s in STAGES]
 
 
 def write_report(p: Pipeline, recs: dict, seconds: float) -> dict:

@@ -56,6 +56,8 @@ def test_every_stage_runs_and_the_report_has_table1_beside_the_paper(pipeline):
         assert 0.0 <= r["robust_acc"] <= r["std_acc"] <= 1.0 and r["seeds"] == [0]
     recs = records(out)
     assert all(r["status"] == "done" and r["seconds"] > 0 for r in recs.values())
+    for r in recs.values():     # the machine's busy time includes the stage's own (to the 10 ms tick)
+        assert r["machine_cpu_seconds"] >= r["cpu_seconds_rank0"] - 0.1 and r["machine_cores"] >= 1, r
     # the link the pipeline makes: each set was generated from the checkpoint its model stage trained
     for name, model in (("d_robust", "robust_model"), ("d_det", "standard_model")):
         m = json.loads((out / "datasets" / name / "manifest.json").read_text())
@@ -68,7 +70,7 @@ def test_every_stage_runs_and_the_report_has_table1_beside_the_paper(pipeline):
     robust = report["source_models"][1]
     assert robust["model"] == "robust_model" and robust["clean"] > 0.3 and robust["num_test"] == 150
     md = (out / "report.md").read_text()
-    assert "| Std training on D |" in md and "| D̂det |" in md and "paper std" in md
+    assert "| Std training on D |" in md and "| D̂det |" in md and "paper std" in md and "| machine CPU s |" in md
     for fig in ("verify/accuracy.png", "verify/figure2a.png", "verify/robustness.png", "stage_times.png"):
         assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", fig
         assert f"]({fig})" in md
