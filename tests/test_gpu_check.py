@@ -4,7 +4,7 @@ import json
 import os
 import subprocess
 
-from tests.conftest import REPO
+from tests.conftest import CIFAR, REPO
 
 
 def run_check(tmp_path, steps):
@@ -30,7 +30,7 @@ def test_an_unknown_step_stops_before_anything_runs(tmp_path):
 
 
 def test_pipeline_overrides_reach_reproduce_and_run_in_a_dir_of_their_own(tmp_path):
-    env = dict(os.environ, GPU_CHECK_SMOKE="1", GPU_CHECK_PIPELINE="reproduce_fast10k",
+    env = dict(os.environ, GPU_CHECK_SMOKE="1", GPU_CHECK_PIPELINE="reproduce_fast10k", GPU_CHECK_DATA=str(CIFAR),
                GPU_CHECK_PIPELINE_ARGS="standard_model.airbench.whiten=false standard_model.airbench.whiten_eps=-1")
     p = subprocess.run(["python", "scripts/gpu_check.py", "pipeline", str(tmp_path)], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=120)
