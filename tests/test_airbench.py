@@ -29,29 +29,29 @@ def test_interface_matches_the_other_nets():
     assert net.block1.norm1.bias.requires_grad
 
 
-def test_whitening_init_whitens_2x2_patches():
+def whitened(eps: float):
+    """Images with correlated channels, a whitening conv initialised on them with `eps`, and its bias-free
+    responses (the first half of its filters; the second half is their negation)."""
     torch.manual_seed(0)
-    mix = torch.tensor([[1.0, 0.8, 0.6], [0.0, 0.5, 0.3], [0.0, 0.0, 0.2]])   # correlated channels
+    mix = torch.tensor([[1.0, 0.8, 0.6], [0.0, 0.5, 0.3], [0.0, 0.0, 0.2]])
     x = torch.einsum("ij,njhw->nihw", mix, torch.randn(64, 3, 16, 16))
     net = AirbenchNet(3, 10, width=8)
-    init_whitening(net, x, eps=0.0)
+    init_whitening(net, x, eps=eps)
     half = net.whiten.weight.shape[0] // 2
-    out = torch.nn.functional.conv2d(x, net.whiten.weight[:half])                # bias-free responses
+    return x, net, half, torch.nn.functional.conv2d(x, net.whiten.weight[:half])
+
+
+def test_whitening_init_whitens_2x2_patches():
+    x, net, half, out = whitened(eps=0.0)
     cov = torch.einsum("nchw,ndhw->cd", out, out) / (out.shape[0] * out.shape[2] * out.shape[3])
     assert torch.allclose(cov, torch.eye(half), atol=0.05)
     assert torch.equal(net.whiten.weight[half:], -net.whiten.weight[:half])
 
 
 def test_whiten_eps_caps_the_gain_of_low_variance_patch_directions():
-    torch.manual_seed(0)
-    mix = torch.tensor([[1.0, 0.8, 0.6], [0.0, 0.5, 0.3], [0.0, 0.0, 0.2]])
-    x = torch.einsum("ij,njhw->nihw", mix, torch.randn(64, 3, 16, 16))
+    x, net, half, out = whitened(eps=0.5)
     patches = x.unfold(2, 2, 1).unfold(3, 2, 1).transpose(1, 3).reshape(-1, 12)
     evals = torch.linalg.eigvalsh(patches.T @ patches / len(patches)).flip(0)
-    net = AirbenchNet(3, 10, width=8)
-    init_whitening(net, x, eps=0.5)
-    half = net.whiten.weight.shape[0] // 2
-    out = torch.nn.functional.conv2d(x, net.whiten.weight[:half])
     var = torch.einsum("nchw,nchw->c", out, out) / (out.shape[0] * out.shape[2] * out.shape[3])
     assert torch.allclose(var, evals / (evals + 0.5), atol=0.02)                 # not white: lambda / (lambda + eps)
     gains = net.whiten.weight[:half].flatten(1).norm(dim=1)

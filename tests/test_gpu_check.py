@@ -21,6 +21,8 @@ def test_chosen_steps_run_in_the_background_and_each_writes_json(tmp_path):
     assert summary == {"env": "ok", "oom": "ok"}
     assert json.loads((tmp_path / "gpu" / "env.json").read_text())["torch"]
     assert (tmp_path / "out" / "gpu" / "summary.json").is_file()       # copied where device.run fetches from
+    # the runs' tarball comes back when there are gpu runs to pack (a clean clone has none)
+    assert (tmp_path / "out" / "gpu_runs.tgz").is_file() == any((REPO / "runs").glob("gpu_*"))
 
 
 def test_an_unknown_step_stops_before_anything_runs(tmp_path):
