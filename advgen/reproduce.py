@@ -230,10 +230,10 @@ def _machine_cpu_seconds() -> Optional[float]:
     included), None elsewhere. Beside a stage's own CPU time it shows what else the machine was doing meanwhile."""
     try:
         ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        user, nice, system, _idle, _iowait, irq, softirq = ticks[:7]
     except (OSError, ValueError):
         return None
-    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)            # idle + iowait
-    return (sum(ticks[:7]) - idle) / os.sysconf("SC_CLK_TCK")         # user nice system idle iowait irq softirq
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def _now() -> str:
