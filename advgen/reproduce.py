@@ -1,7 +1,7 @@
 """Table 1 / Figure 2b in one command: train both source models, generate D̂R, D̂NR, D̂rand and D̂det, train the
 verification models and the two baselines, and write one report with the paper's numbers beside ours.
 
-    advgen reproduce recipes/reproduce_cpu.yaml                  # CIFAR-10 subset, 2 CPU cores, < 2 h
+    advgen reproduce recipes/reproduce_cpu.yaml                  # CIFAR-10 subset, 2 CPU cores, ~2 h
     advgen reproduce recipes/reproduce_fast.yaml source.path=../shared/data/cifar10      # one GPU
     accelerate launch --multi_gpu --num_processes 2 advgen/reproduce.py recipes/reproduce_cpu.yaml
     advgen reproduce recipes/reproduce_paper.yaml --plan         # FLOPs and implied time per stage, runs nothing
