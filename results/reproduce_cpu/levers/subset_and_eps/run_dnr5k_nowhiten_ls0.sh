@@ -1,0 +1,17 @@
+#!/bin/bash
+# lever: D̂NR at the new cpu recipe's 5,000 images from the standard source without whitening, plain cross-entropy
+# (whitening/run_ls0.sh's model), cpu-scale inversion; verified as the recipe does (airbench w16 with whitening,
+# 20 epochs, 5,000 images), 3 seeds. D under that verifier: 71.1 +- 1.0 / 0.2 (the committed cpu report).
+set -x
+cd /tmp/wexp/main   # a copy of the repository, ../shared beside it
+export PYTHONPATH=$PWD TQDM_DISABLE=1
+A="python -m advgen.cli"; S="source.path=../shared/data/cifar10"; R=runs/nwls0; O=/tmp/s6/runs/reproduce_cpu/datasets
+date
+$A generate recipes/fast/d_nonrobust.yaml $S model.train_recipe=null model.checkpoint=$R/standard_model.safetensors \
+   source.limit=5000 batch_size=250 output.shard_size=250 output.dir=$R/d_nonrobust_5k
+date
+V="recipes/fast/verify.yaml $S source.limit=5000 source.test_limit=1000 model.width=16 train.batch_size=256 train.epochs=20 airbench.label_smoothing=0.0 eval.extra_eps=[]"
+P="datasets.d_robust.path=$O/d_robust datasets.d_rand.path=$O/d_rand datasets.d_det.path=$O/d_det datasets.d_det_leak.path=$O/d_det datasets.d_rand_leak.path=$O/d_rand datasets.d_det_npy.path=$O/d_det datasets.d_rand_npy.path=$O/d_rand"
+[ -f $R/verify_dnr_5k/report.json ] || $A verify $V --only d_nonrobust name=nwls0_dnr5k report_dir=$R/verify_dnr_5k "seeds=[0,1,2]" $P datasets.d_nonrobust.path=$R/d_nonrobust_5k
+date
+echo ALLDONE_DNR5K
