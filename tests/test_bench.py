@@ -154,6 +154,46 @@ def test_fast_paths_keep_targeted_success(digits_attack_set, kw, tol):
     assert abs(l2 - base_l2) <= L2_RTOL * base_l2, (l2, base_l2)
 
 
+def plain_robust_accuracy(model, images_u8, y, eps, steps=10):
+    """The evaluation as it ran before 2026-11-30: untargeted PGD on the model as trained."""
+    from advgen.attacks.pgd import untargeted_pgd
+
+    x_adv, _ = untargeted_pgd(model, images_u8.float() / 255.0, y, norm="l2", eps=eps, step_size=2.5 * eps / steps,
+                              steps=steps, keep_best=False)
+    with torch.no_grad():
+        return (model(x_adv).argmax(1) == y).float().mean().item()
+
+
+@pytest.mark.parametrize("which", ["digits_small_cnn", "airbench_random_bn"])
+def test_robust_accuracy_runs_a_prepared_copy(digits_attack_set, which):
+    """Evaluation attacks a fused, NHWC fp32 copy: robust accuracy within 1 point of attacking the model as
+    trained, and the model handed in is left as it was. The trained digits CNN has no BatchNorm (layout only);
+    the airbench net with random BatchNorm statistics has 3 conv -> BN pairs to fold (labels: its own clean
+    predictions, so that eps 0.25 lands mid-range)."""
+    from advgen.models.train import robust_accuracy
+    from advgen.recipe import SourceConfig
+    from advgen.sources import load_source
+
+    if which == "digits_small_cnn":
+        model, x, _ = digits_attack_set
+        images, eps = (x * 255).round().to(torch.uint8), 0.4
+        y = torch.as_tensor(load_source(SourceConfig(kind="digits"), "test").labels)
+    else:
+        torch.manual_seed(0)
+        model = random_bn_stats(build_classifier("airbench", 10, 3, CIFAR_MEAN, CIFAR_STD, 8, 64)).eval()
+        assert len(conv_bn_pairs(model)) == 3
+        images = (torch.rand(256, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+        with torch.no_grad():
+            y = model(images.float() / 255.0).argmax(1)
+        eps = 0.25
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    plain = plain_robust_accuracy(model, images, y, eps)
+    assert 0.05 < plain < 0.9, plain                    # neither saturated nor untouched: differences would show
+    fast = robust_accuracy(model, images, y, eps=eps, steps=10, batch_size=128)
+    assert abs(fast - plain) <= SUCCESS_TOL, (fast, plain)
+    assert not isinstance(model, FastModel) and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_bench_cli_writes_every_field(tmp_path, capsys):
     out = tmp_path / "bench.json"
     p = advgen("bench", "--model", "small_cnn", "--batch", "8", "--steps", "2", "--repeats", "1", "--out", out,

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from advgen.attacks.pgd import untargeted_pgd
 from advgen.cli import bars_off, say
 from advgen.models.checkpoint import freeze, save_checkpoint
+from advgen.models.fast import FastModel, prepare
 from advgen.models.nets import Classifier, build_classifier
 from advgen.recipe import AttackConfig, AugmentConfig, RecipeError, TrainRecipe, to_dict
 from advgen.sources import load_source
@@ -90,8 +91,14 @@ def accuracy(model, images_u8: torch.Tensor, labels: torch.Tensor, batch_size: i
 def robust_accuracy(model, images_u8, labels, *, eps: float, norm: str = "l2", steps: int = 20,
                     step_size: Optional[float] = None, batch_size: int = 500, desc: Optional[str] = None) -> float:
     """Accuracy under untargeted PGD (no random start) at radius eps; step size 2.5*eps/steps by default.
-    `desc`: show a progress bar over the test images (the attack is most of a verification model's time)."""
+    `desc`: show a progress bar over the test images (the attack is most of a verification model's time).
+
+    The attack runs on a prepared copy of `model` (advgen.models.fast.prepare: BatchNorm folded into the convs,
+    NHWC) in fp32: the same logits and input gradients to float rounding, about 2x faster on CPU (airbench w16,
+    1,000 images, 20 steps: 16 s -> 8 s). `model` itself is not modified."""
     dev = next(model.parameters()).device
+    if not isinstance(model, FastModel):
+        model, _ = prepare(model, precision="fp32", device=dev)
     step_size = step_size or 2.5 * eps / steps
     correct = torch.zeros((), device=dev)
     bar = tqdm(total=len(labels), desc=desc, unit="img", leave=False, disable=bars_off(desc is None))
