@@ -239,6 +239,9 @@ class AirbenchConfig:
     whiten_samples: int = 5000         # training images used for the whitening init
     whiten_eps: float = 5e-4           # added to each patch eigenvalue: gain 1/sqrt(lambda + eps); larger caps the gain
                                        # of the directions natural images barely use (a lever, LEVERS.md)
+    whiten_drop: int = 0               # zero the filters of the N lowest-variance patch directions (the rest are
+                                       # whitened as usual): on a 4:2:0 JPEG copy of CIFAR-10 the 6 lowest are chroma
+                                       # detail the encoder removed (levers/jpeg); a lever, LEVERS.md
     whiten: bool = True                # false: the first 2x2 conv is an ordinary conv (default init, trained with
                                        # the rest, bias never frozen): a lever on the input-space geometry
     bf16: bool = True                  # autocast the forward to bf16 on CUDA (ignored on CPU)
@@ -249,6 +252,8 @@ class AirbenchConfig:
         _check(0 <= self.warmup < 1, f"{where}.warmup", f"must be in [0, 1), got {self.warmup!r}")
         _check(self.whiten_samples >= 1, f"{where}.whiten_samples", f"must be >= 1, got {self.whiten_samples!r}")
         _check(self.whiten_eps > 0, f"{where}.whiten_eps", f"must be > 0, got {self.whiten_eps!r}")
+        _check(isinstance(self.whiten_drop, int) and self.whiten_drop >= 0, f"{where}.whiten_drop",
+               f"must be an integer >= 0 (patch directions to drop), got {self.whiten_drop!r}")
 
 
 @dataclass(frozen=True)

@@ -29,14 +29,14 @@ def test_interface_matches_the_other_nets():
     assert net.block1.norm1.bias.requires_grad
 
 
-def whitened(eps: float):
+def whitened(eps: float, drop: int = 0):
     """Images with correlated channels, a whitening conv initialised on them with `eps`, and its bias-free
     responses (the first half of its filters; the second half is their negation)."""
     torch.manual_seed(0)
     mix = torch.tensor([[1.0, 0.8, 0.6], [0.0, 0.5, 0.3], [0.0, 0.0, 0.2]])
     x = torch.einsum("ij,njhw->nihw", mix, torch.randn(64, 3, 16, 16))
     net = AirbenchNet(3, 10, width=8)
-    init_whitening(net, x, eps=eps)
+    init_whitening(net, x, eps=eps, drop=drop)
     half = net.whiten.weight.shape[0] // 2
     return x, net, half, torch.nn.functional.conv2d(x, net.whiten.weight[:half])
 
@@ -57,6 +57,31 @@ def test_whiten_eps_caps_the_gain_of_low_variance_patch_directions():
     gains = net.whiten.weight[:half].flatten(1).norm(dim=1)
     assert torch.allclose(gains, 1 / torch.sqrt(evals + 0.5), rtol=1e-4)
     assert gains.max() <= 0.5 ** -0.5 + 1e-6                                     # no direction gains over 1/sqrt(eps)
+
+
+def test_whiten_drop_blinds_the_net_to_the_lowest_variance_patch_directions():
+    x, net, half, out = whitened(eps=0.0, drop=4)
+    full = whitened(eps=0.0)[1].whiten.weight
+    gains = net.whiten.weight[:half].flatten(1).norm(dim=1)
+    assert (gains[-4:] == 0).all() and (gains[:-4] > 0).all()
+    assert torch.equal(net.whiten.weight[:half - 4], full[:half - 4])          # the kept directions are unchanged
+    assert torch.equal(net.whiten.weight[half:], -net.whiten.weight[:half])
+    patches = x.unfold(2, 2, 1).unfold(3, 2, 1).transpose(1, 3).reshape(-1, 12)
+    evecs = torch.linalg.eigh(patches.T @ patches / len(patches)).eigenvectors     # ascending variance
+
+    def nudged(k):      # the whitening's response to the images plus direction k tiled over every aligned patch
+        nudge = evecs[:, k].reshape(1, 3, 2, 2).repeat(1, 1, 8, 8)
+        return torch.nn.functional.conv2d(x + 3 * nudge, net.whiten.weight[:half])[..., ::2, ::2]
+
+    assert torch.allclose(nudged(0), out[..., ::2, ::2], atol=1e-4)            # a dropped direction moves nothing
+    assert not torch.allclose(nudged(4), out[..., ::2, ::2], atol=1e-2)        # the weakest kept one does
+
+
+def test_whiten_drop_must_leave_a_direction():
+    with pytest.raises(RecipeError, match="whiten_drop.*>= 0"):
+        AirbenchConfig(whiten_drop=-1).validate("airbench")
+    with pytest.raises(RecipeError, match=r"whiten_drop: must be in \[0, 12\)"):
+        init_whitening(AirbenchNet(3, 10, width=8), torch.randn(4, 3, 8, 8), drop=12)
 
 
 def test_whiten_eps_must_be_positive():

@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from advgen.recipe import AirbenchConfig     # the schema of the airbench-only recipe keys
+from advgen.recipe import AirbenchConfig, RecipeError     # the schema of the airbench-only recipe keys
 
 
 class _BatchNorm(nn.BatchNorm2d):
@@ -93,17 +93,23 @@ class AirbenchNet(nn.Module):
 
 
 @torch.no_grad()
-def init_whitening(net: AirbenchNet, x_norm: torch.Tensor, eps: float = 5e-4):
+def init_whitening(net: AirbenchNet, x_norm: torch.Tensor, eps: float = 5e-4, drop: int = 0):
     """Set the 2x2 conv to +/- the patch-covariance eigenvectors scaled by 1/sqrt(eigenvalue + eps).
 
     x_norm: normalised training images [N, C, H, W] (what the net sees).
+    drop: zero the filters of the `drop` lowest-variance directions (the net is then blind to them).
     """
     c, (h, w) = x_norm.shape[1], net.whiten.weight.shape[2:]
+    if not 0 <= drop < c * h * w:
+        raise RecipeError(f"airbench.whiten_drop: must be in [0, {c * h * w}) for {c}-channel 2x2 patches, got {drop}; "
+                          f"drop fewer directions")
     patches = x_norm.float().unfold(2, h, 1).unfold(3, w, 1).transpose(1, 3).reshape(-1, c * h * w)
     cov = patches.T @ patches / len(patches)
     evals, evecs = torch.linalg.eigh(cov)                 # ascending; airbench orders largest first
     evals, evecs = evals.flip(0), evecs.T.flip(0).reshape(c * h * w, c, h, w)
     scaled = evecs / torch.sqrt(evals + eps).view(-1, 1, 1, 1)
+    if drop:
+        scaled[len(scaled) - drop:] = 0                   # largest-variance first: the last `drop` are the weakest
     net.whiten.weight.copy_(torch.cat([scaled, -scaled]).to(net.whiten.weight))
 
 
@@ -164,7 +170,8 @@ def train_airbench(model, images: torch.Tensor, labels: torch.Tensor, cfg, ab: O
     loss_fn = nn.CrossEntropyLoss(label_smoothing=ab.label_smoothing, reduction="sum")
 
     if ab.whiten:
-        init_whitening(net, model.normalize(_unit(images[:ab.whiten_samples])), eps=ab.whiten_eps)
+        init_whitening(net, model.normalize(_unit(images[:ab.whiten_samples])), eps=ab.whiten_eps,
+                       drop=ab.whiten_drop)
     bias_epochs = ab.whiten_bias_epochs if ab.whiten else cfg.epochs
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if ab.lookahead else None
     use_bf16 = ab.bf16 and device.type == "cuda"
