@@ -239,8 +239,8 @@ class AirbenchConfig:
     whiten_samples: int = 5000         # training images used for the whitening init
     whiten_eps: float = 5e-4           # added to each patch eigenvalue: gain 1/sqrt(lambda + eps); larger caps the gain
                                        # of the directions natural images barely use (a lever, LEVERS.md)
-    whiten_drop: int = 0               # zero the filters of the N lowest-variance patch directions (the rest are
-                                       # whitened as usual): on a 4:2:0 JPEG copy of CIFAR-10 the 6 lowest are chroma
+    whiten_drop: int = 0               # blind the whitening to the N lowest-variance patch directions (their filters
+                                       # copy kept ones): on a 4:2:0 JPEG copy of CIFAR-10 the 6 lowest are chroma
                                        # detail the encoder removed (levers/jpeg); a lever, LEVERS.md
     whiten: bool = True                # false: the first 2x2 conv is an ordinary conv (default init, trained with
                                        # the rest, bias never frozen): a lever on the input-space geometry

@@ -97,7 +97,9 @@ def init_whitening(net: AirbenchNet, x_norm: torch.Tensor, eps: float = 5e-4, dr
     """Set the 2x2 conv to +/- the patch-covariance eigenvectors scaled by 1/sqrt(eigenvalue + eps).
 
     x_norm: normalised training images [N, C, H, W] (what the net sees).
-    drop: zero the filters of the `drop` lowest-variance directions (the net is then blind to them).
+    drop: blind the net to the `drop` lowest-variance directions: their filters become copies of the strongest kept
+        ones (zero filters would give constant channels, which the BatchNorm's eps 1e-12 turns into exploding
+        gradients: the first training step's loss is NaN).
     """
     c, (h, w) = x_norm.shape[1], net.whiten.weight.shape[2:]
     if not 0 <= drop < c * h * w:
@@ -108,8 +110,8 @@ def init_whitening(net: AirbenchNet, x_norm: torch.Tensor, eps: float = 5e-4, dr
     evals, evecs = torch.linalg.eigh(cov)                 # ascending; airbench orders largest first
     evals, evecs = evals.flip(0), evecs.T.flip(0).reshape(c * h * w, c, h, w)
     scaled = evecs / torch.sqrt(evals + eps).view(-1, 1, 1, 1)
-    if drop:
-        scaled[len(scaled) - drop:] = 0                   # largest-variance first: the last `drop` are the weakest
+    keep = len(scaled) - drop                            # largest-variance first: the last `drop` are the weakest
+    scaled[keep:] = scaled[torch.arange(drop) % keep]
     net.whiten.weight.copy_(torch.cat([scaled, -scaled]).to(net.whiten.weight))
 
 
